@@ -1,0 +1,31 @@
+# make install: create .venv (if missing) and install the project with the tested pins.
+# make test:    install, then the whole test suite (slow/GPU tests skipped).
+# make demo:    install, then `python run.py` (the micro RLVR study on the CPU).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-slow demo clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+demo: install
+	$(BIN)/python run.py
+
+clean:
+	rm -rf outputs multirun .pytest_cache

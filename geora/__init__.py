@@ -1,0 +1,1 @@
+"""GeoRA: geometry-aware low-rank adaptation for RLVR, and its baselines."""

@@ -1,0 +1,116 @@
+"""Load a causal LM and its tokenizer from a `model` config (conf/model/*.yaml).
+
+Sources, in order: `local_path` (a Hugging Face model directory on disk), `bundled` (a
+directory under geora/assets/, e.g. the micro model), `random_init` (build the
+architecture in `arch` with random weights: smoke tests and benchmarks, no download), then
+`hub_id` (the Hugging Face cache first; the network only if the hub answers within seconds).
+A hub model that cannot be reached stops at once with one message naming the id and the
+local-path override, instead of huggingface_hub's minute of retries.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+class HubUnavailableError(RuntimeError):
+    """A model or data set on the hub cannot be reached and is not cached locally."""
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; choose one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """True when the hub's host resolves and accepts a TCP connection within `timeout` s."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_hub_snapshot(repo_id: str, *, repo_type: str = "model", override_key: str,
+                         revision: str | None = None) -> str:
+    """Local directory of `repo_id`: the HF cache if it holds it, else a download if the hub
+    is reachable, else HubUnavailableError naming the id and the config key to override."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id, repo_type=repo_type, revision=revision,
+                                 local_files_only=True)
+    except Exception:  # not cached: fall through to the network check
+        pass
+    if not hub_reachable():
+        raise HubUnavailableError(
+            f"{repo_type} {repo_id!r} is not in the local Hugging Face cache and the hub "
+            f"cannot be reached from this machine. Download it elsewhere and point "
+            f"{override_key}=/path/to/local/dir at it.")
+    return snapshot_download(repo_id, repo_type=repo_type, revision=revision)
+
+
+def resolve_model_dir(cfg: Mapping[str, Any]) -> str | None:
+    """The directory to load weights from, or None for `random_init`."""
+    name = cfg.get("name", "?")
+    if cfg.get("local_path"):
+        path = Path(str(cfg["local_path"])).expanduser()
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"model.local_path={str(path)!r} (model {name!r}) is not a Hugging Face model "
+                f"directory: no config.json there")
+        return str(path)
+    if cfg.get("bundled"):
+        path = ASSETS_DIR / str(cfg["bundled"])
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"bundled model {cfg['bundled']!r} missing at {path}")
+        return str(path)
+    if cfg.get("random_init"):
+        return None
+    if not cfg.get("hub_id"):
+        raise ValueError(f"model {name!r} names no local_path, bundled asset or hub_id")
+    return resolve_hub_snapshot(str(cfg["hub_id"]), override_key="model.local_path",
+                                revision=cfg.get("revision"))
+
+
+def load_tokenizer(cfg: Mapping[str, Any]):
+    """The tokenizer of the model directory; for random_init, `tokenizer_path` or the micro one."""
+    from transformers import AutoTokenizer
+
+    model_dir = resolve_model_dir(cfg)
+    if model_dir is None:
+        model_dir = str(cfg.get("tokenizer_path") or ASSETS_DIR / "micro")
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=bool(cfg.get("trust_remote_code", False)))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(cfg: Mapping[str, Any], *, device: str | torch.device = "cpu"):
+    """(model, tokenizer) for a model config. `cfg` is a DictConfig or a plain dict."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dtype = torch_dtype(str(cfg.get("dtype", "float32")))
+    model_dir = resolve_model_dir(cfg)
+    if model_dir is None:
+        arch = dict(cfg["arch"])
+        config = AutoConfig.for_model(**arch)
+        torch.manual_seed(int(cfg.get("init_seed", 0)))
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=dtype, trust_remote_code=bool(cfg.get("trust_remote_code", False)))
+    tokenizer = load_tokenizer(cfg)
+    return model.to(device), tokenizer
