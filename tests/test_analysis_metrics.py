@@ -79,3 +79,21 @@ def test_update_sparsity_and_mask_overlap():
 def test_head_subspace_rejects_bad_k(w0):
     with pytest.raises(ValueError, match="k=0"):
         m.head_subspace(w0, 0)
+
+
+def test_compare_weights_tabulates_each_matrix():
+    from analysis.weights import compare_weights, summarise
+
+    g = torch.Generator().manual_seed(7)
+    base = {"a.q_proj": torch.randn(12, 8, generator=g), "a.up_proj": torch.randn(16, 8, generator=g)}
+    trained = {n: w.clone() for n, w in base.items()}
+    trained["a.q_proj"] += 0.5 * torch.randn(12, 8, generator=g)
+    df = compare_weights(base, trained, k=2)
+    assert list(df["module"]) == ["a.q_proj", "a.up_proj"]
+    row = df.set_index("module")
+    assert row.loc["a.up_proj", "unchanged_frac"] == 1.0 and row.loc["a.up_proj", "delta_norm"] == 0.0
+    assert row.loc["a.q_proj", "unchanged_frac"] < 0.5 and row.loc["a.q_proj", "nss_delta"] > 0
+    # the untouched matrix carries no update energy, so the weighted S_Head is q_proj's
+    assert summarise(df)["s_head_either"] == pytest.approx(row.loc["a.q_proj", "s_head_either"])
+    with pytest.raises(KeyError, match="only one"):
+        compare_weights(base, {"a.q_proj": base["a.q_proj"]})
