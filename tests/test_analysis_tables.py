@@ -1,0 +1,52 @@
+"""analysis.tables on run folders written here in run.py's results.json format."""
+import json
+
+import pytest
+
+from analysis.tables import collect_runs, main, paper_comparison, summary_table
+
+
+def _write_run(root, method, seed, scores, status="finished", model="qwen3_8b"):
+    d = root / model / method / f"seed{seed}"
+    d.mkdir(parents=True)
+    rec = {"status": status, "method": method, "model": model, "data": "deepmath_103k",
+           "seed": seed, "train": {"reward_start": 0.2, "reward_end": 0.5},
+           "eval_before": {"aime24": 10.0}, "eval": scores, "env": {"packages": {}}}
+    (d / "results.json").write_text(json.dumps(rec))
+
+
+def test_collect_summarise_and_compare(tmp_path):
+    _write_run(tmp_path, "geora", 0, {"aime24": 20.0, "mmlu": 70.0})
+    _write_run(tmp_path, "geora", 1, {"aime24": 30.0, "mmlu": 72.0})
+    _write_run(tmp_path, "lora", 0, {"aime24": 15.0})
+    _write_run(tmp_path, "pissa", 0, {}, status="failed")
+    runs = collect_runs(tmp_path)
+    assert len(runs) == 4 and "env" not in runs.columns
+
+    table = summary_table(runs)
+    assert table.loc[("qwen3_8b", "deepmath_103k", "geora"), "eval.aime24"] == 25.0
+    assert table.loc[("qwen3_8b", "deepmath_103k", "geora"), "n_seeds"] == 2
+    assert ("qwen3_8b", "deepmath_103k", "pissa") not in table.index  # failed runs left out
+
+    cmp = paper_comparison(runs, "main_math").set_index(["method", "benchmark"])
+    assert cmp.loc[("GeoRA", "AIME24"), "paper"] == 23.75
+    assert cmp.loc[("GeoRA", "AIME24"), "ours"] == 25.0
+    assert cmp.loc[("GeoRA", "AIME24"), "ours_n"] == 2
+    assert cmp.loc[("LoRA", "AIME24"), "ours"] == 15.0
+    assert cmp.loc[("Base", "AIME24"), "ours"] == 10.0           # from eval_before
+    assert cmp.loc[("PiSSA", "AIME24"), "ours_n"] == 0            # failed: no number
+
+
+def test_unknown_table_and_missing_folder(tmp_path):
+    _write_run(tmp_path, "geora", 0, {"aime24": 20.0})
+    with pytest.raises(ValueError, match="main_math"):
+        paper_comparison(collect_runs(tmp_path), "nope")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        collect_runs(tmp_path / "nowhere")
+
+
+def test_cli_writes_csv(tmp_path, capsys):
+    _write_run(tmp_path, "geora", 0, {"aime24": 20.0})
+    main([str(tmp_path), "--table", "main_math", "--out", str(tmp_path / "t")])
+    assert (tmp_path / "t" / "main_math.csv").is_file()
+    assert "23.75" in capsys.readouterr().out
