@@ -1,0 +1,142 @@
+"""GRPO through TRL's GRPOTrainer (wrapped, not forked): config translation and trainer build.
+
+The model passed in is what `geora.prepare_model` returned: a peft.PeftModel for adapter
+methods, the transformers model for sparseft/fullft. It always goes to GRPOTrainer as a
+model object and NEVER with `peft_config`: given `peft_config`, TRL's KL reference is the
+model with adapters disabled, which for the residual methods (geora*, pissa, milora) is
+W_res, not the original W. Given a PeftModel and beta > 0, TRL 1.16 copies the "default"
+adapter into a frozen "ref" adapter (grpo_trainer.py, `model.add_adapter("ref", ...)`), so
+the reference is W_res + s*B0@A0 = W, without a second copy of the base model.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from typing import Any, Mapping
+
+import torch
+from transformers import TrainerCallback
+
+from geora.training.rewards import get_rewards
+
+
+def per_device_batch(train: Mapping[str, Any], world_size: int) -> int:
+    """Completions per device per micro-step, from prompts/step, group size, accumulation.
+
+    TRL counts completions, not prompts: prompts_per_step * num_generations completions make
+    one optimizer step, split over gradient_accumulation_steps x world_size micro-batches.
+    """
+    completions = int(train["prompts_per_step"]) * int(train["num_generations"])
+    split = int(train["gradient_accumulation_steps"]) * world_size
+    if completions % split:
+        raise ValueError(
+            f"train.prompts_per_step x train.num_generations = {completions} completions per step "
+            f"do not split into gradient_accumulation_steps x processes = {split} equal micro-batches")
+    return completions // split
+
+
+def check_vllm(train: Mapping[str, Any]) -> None:
+    if not train.get("use_vllm"):
+        return
+    if importlib.util.find_spec("vllm") is None:
+        raise RuntimeError("train.use_vllm=true needs vLLM, which is not installed: install the gpu "
+                           "extra (pip install -e '.[gpu]', its own pins) or set train.use_vllm=false")
+    if train.get("vllm_mode") not in ("colocate", "server"):
+        raise ValueError(f"train.vllm_mode={train.get('vllm_mode')!r}: choose colocate or server")
+
+
+def grpo_config(train: Mapping[str, Any], *, output_dir: str, seed: int, device: str,
+                report_to: list[str], world_size: int = 1):
+    """A trl.GRPOConfig from the `train` config group (conf/train/*.yaml)."""
+    from trl import GRPOConfig
+
+    check_vllm(train)
+    on_cpu = str(device) == "cpu"
+    if on_cpu and train.get("bf16"):
+        raise ValueError("train.bf16=true on device=cpu: TRL's bf16 path fails on CPU; set train.bf16=false")
+    if float(train.get("weight_decay", 0.0)) < 0:
+        raise ValueError(f"train.weight_decay={train['weight_decay']} is negative")
+    kwargs = dict(
+        output_dir=output_dir,
+        seed=seed, data_seed=seed,
+        max_steps=int(train["max_steps"]),
+        learning_rate=float(train["learning_rate"]),
+        lr_scheduler_type=str(train["lr_scheduler_type"]),
+        warmup_steps=int(train.get("warmup_steps", 0)),
+        weight_decay=float(train.get("weight_decay", 0.0)),
+        max_grad_norm=float(train["max_grad_norm"]),
+        num_generations=int(train["num_generations"]),
+        per_device_train_batch_size=per_device_batch(train, world_size),
+        gradient_accumulation_steps=int(train["gradient_accumulation_steps"]),
+        max_completion_length=int(train["max_completion_length"]),
+        temperature=float(train["temperature"]),
+        top_p=float(train.get("top_p", 1.0)),
+        beta=float(train["beta"]),
+        loss_type=str(train["loss_type"]),
+        epsilon=float(train["epsilon"]),
+        scale_rewards=str(train["scale_rewards"]),
+        num_iterations=int(train["num_iterations"]),
+        reward_weights=list(train["reward_weights"]) if train.get("reward_weights") else None,
+        save_strategy="steps", save_steps=int(train["save_steps"]),
+        save_total_limit=train.get("save_total_limit"),
+        logging_steps=int(train["logging_steps"]),
+        report_to=list(report_to) or "none",
+        use_cpu=on_cpu, bf16=bool(train.get("bf16", False)),
+        dataloader_pin_memory=not on_cpu,
+        gradient_checkpointing=bool(train.get("gradient_checkpointing", False)),
+        use_vllm=bool(train.get("use_vllm", False)),
+        disable_tqdm=False,
+    )
+    if kwargs["use_vllm"]:
+        kwargs["vllm_mode"] = str(train["vllm_mode"])
+    return GRPOConfig(**kwargs)
+
+
+class StepStats(TrainerCallback):
+    """Wall time of each optimizer step (generation + update) and peak memory."""
+
+    def __init__(self):
+        self.step_times: list[float] = []
+        self._t0 = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._t0 is not None:
+            self.step_times.append(time.perf_counter() - self._t0)
+
+    @staticmethod
+    def peak_memory_gib(device: str) -> float:
+        if str(device).startswith("cuda") and torch.cuda.is_available():
+            return torch.cuda.max_memory_allocated() / 2**30
+        import resource  # CPU: peak resident set of this process (Linux reports KiB)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+class AdaLoraAllocate(TrainerCallback):
+    """AdaLoRA re-allocates its rank budget from the gradients of each step: PEFT requires
+    `update_and_allocate(step)` after optimizer.step() and before zero_grad(), which no
+    Trainer does for it."""
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        model.base_model.update_and_allocate(state.global_step)
+
+
+def _is_adalora(model) -> bool:
+    cfg = getattr(model, "peft_config", {}).get("default")
+    return cfg is not None and str(getattr(cfg, "peft_type", "")).endswith("ADALORA")
+
+
+def build_trainer(model, tokenizer, train_dataset, train: Mapping[str, Any], *, output_dir: str,
+                  seed: int, device: str, report_to: list[str], callbacks=()):
+    """GRPOTrainer on an already-prepared model (see the module docstring for why no peft_config)."""
+    from trl import GRPOTrainer
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch / torchrun
+    args = grpo_config(train, output_dir=output_dir, seed=seed, device=device,
+                       report_to=report_to, world_size=world_size)
+    return GRPOTrainer(model=model, reward_funcs=get_rewards(train["rewards"]), args=args,
+                       train_dataset=train_dataset, processing_class=tokenizer,
+                       callbacks=list(callbacks) + ([AdaLoraAllocate()] if _is_adalora(model) else []))

@@ -1,0 +1,80 @@
+"""Train one method with GRPO (RLVR) and evaluate it; Hydra picks model, data, method, ...
+
+    python run.py                                  # micro model, micro_math, GeoRA, CPU, <= 5 min
+    python run.py method=lora train.max_steps=50
+    python run.py -m method=geora,pissa,milora     # one run folder per method (multirun/...)
+    python run.py -m experiment=micro_all_methods  # the README table
+    accelerate launch --config_file conf/accelerate/zero2.yaml run.py model=qwen3_8b \
+        data=deepmath_103k train=paper device=auto
+
+Each run folder (outputs/<model>/<data>/<method>/seed<seed>, or the sweep's subfolder) gets
+config.yaml, train_log.jsonl, checkpoints/, adapter/, export/, results.json. Running the same
+command again resumes an interrupted run from its last checkpoint and refuses to overwrite a
+finished one (train.overwrite=true to start over). A job that fails writes failure.json and
+results.json (status "failed") into its folder and re-raises: Hydra's launcher still runs the
+sweep's other jobs, and the command exits non-zero.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+log = logging.getLogger("geora")
+# conf/hydra/launcher/*.yaml share their names with the launchers' registered schemas, which
+# Hydra then validates against (as intended) while warning that the matching is deprecated.
+warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema")
+
+
+class RunError(RuntimeError):
+    """A failure already explained in one line (bad input, unreachable hub, finished run)."""
+
+
+def summary(res: dict) -> str:
+    t, before, after = res["train"], res.get("eval_before") or {}, res.get("eval") or {}
+
+    def f(x, fmt="{:.3f}"):
+        return "n/a" if x is None else fmt.format(x)
+
+    lines = [f"== {res['method']} on {res['model']} / {res['data']} (seed {res['seed']}) ==",
+             f"steps {t['steps']}  reward first {t.get('reward_window')} steps {f(t['reward_start'])}"
+             f" -> last {f(t['reward_end'])}",
+             f"trainable params {t['trainable_params']:,} of {t['total_params']:,}"
+             f" ({100 * t['trainable_params'] / max(t['total_params'], 1):.2f}%)",
+             f"step time {f(t['step_time_s'], '{:.2f}')} s, peak memory {t['peak_memory_gib']:.2f} GiB,"
+             f" total time {res['time_s']:.0f} s, frozen tensors unchanged: {t['frozen_unchanged']}"]
+    for task in after or before:
+        lines.append(f"eval {task}: {f(before.get(task), '{:.1f}')} -> {f(after.get(task), '{:.1f}')}")
+    lines.append(f"run folder: {res['run_dir']}")
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from geora.models import HubUnavailableError
+    from geora.training.pipeline import record_failure, train
+    from geora.training.rundir import RunExistsError
+
+    run_dir = HydraConfig.get().runtime.output_dir
+    try:
+        res = train(cfg, run_dir)
+    except RunExistsError as e:  # the folder belongs to another (finished) run: leave it alone
+        log.error(str(e))
+        raise RunError(str(e)) from None
+    except (HubUnavailableError, FileNotFoundError, ValueError) as e:
+        record_failure(run_dir, cfg, e)
+        log.error(f"{type(e).__name__}: {e}")
+        raise RunError(str(e)) from None
+    except Exception as e:
+        record_failure(run_dir, cfg, e)
+        log.exception(f"run failed; recorded in {run_dir}/failure.json")
+        raise
+    print(summary(res), flush=True)
+    return res["train"]["reward_end"]
+
+
+if __name__ == "__main__":
+    main()

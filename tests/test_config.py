@@ -1,0 +1,81 @@
+"""Every config group and experiment composes; bad names fail with Hydra's list of choices.
+
+    .venv/bin/python -m pytest -q tests/test_config.py
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+GROUPS = ("model", "data", "method", "train", "eval", "logger")
+pytestmark = pytest.mark.filterwarnings("ignore:.*is validated against ConfigStore schema")
+
+
+def names(group):
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def make(overrides, hydra_cfg=False):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=hydra_cfg)
+
+
+def test_default_is_the_micro_demo():
+    cfg = make([])
+    assert (cfg.model.name, cfg.data.name, cfg.method.name, cfg.device) == ("micro", "micro_math", "geora", "cpu")
+    assert cfg.train.learning_rate == cfg.method.learning_rate  # one source for the LR
+
+
+@pytest.mark.parametrize("group,name", [(g, n) for g in GROUPS for n in names(g)])
+def test_every_group_option_composes_and_resolves(group, name):
+    cfg = make([f"{group}={name}"])
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    assert cfg[group].name == name
+
+
+def test_method_files_match_the_registry():
+    geora = pytest.importorskip("geora")
+    if not hasattr(geora, "available_methods"):
+        pytest.skip("geora.available_methods not available")
+    assert set(names("method")) == set(geora.available_methods())
+
+
+@pytest.mark.parametrize("name", names("experiment"))
+def test_every_experiment_composes(name):
+    cfg = make([f"experiment={name}"], hydra_cfg=True)
+    resolved = OmegaConf.to_container(cfg, resolve=False)
+    assert resolved["hydra"]["sweeper"]["params"], f"experiment {name} sweeps nothing"
+    for key in ("model", "data", "method", "train"):
+        OmegaConf.to_container(cfg[key], resolve=True)
+    # Each swept value names a config that exists (group choices) or a plain key.
+    for key, values in resolved["hydra"]["sweeper"]["params"].items():
+        if key in GROUPS:
+            for v in str(values).split(","):
+                assert v in names(key), f"experiment {name}: {key}={v} has no conf/{key}/{v}.yaml"
+
+
+@pytest.mark.parametrize("launcher", names("hydra/launcher"))
+def test_launchers_compose_and_import(launcher):
+    cfg = make([f"hydra/launcher={launcher}"], hydra_cfg=True)
+    assert get_class(cfg.hydra.launcher._target_)
+
+
+def test_paper_experiment_uses_real_model_and_large_lr():
+    cfg = make(["experiment=paper_main_qwen3_8b", "method=fullft"])
+    assert (cfg.model.name, cfg.data.name) == ("qwen3_8b", "deepmath_103k")
+    assert cfg.train.learning_rate == cfg.method.learning_rate_large
+
+
+@pytest.mark.parametrize("override,choice", [("method=nope", "geora"), ("model=nope", "qwen3_8b"),
+                                             ("data=nope", "micro_math")])
+def test_unknown_name_exits_nonzero_with_choices(override, choice, tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / "run.py"), override, f"hydra.run.dir={tmp_path}"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode != 0
+    assert "nope" in p.stderr and "Available options" in p.stderr and choice in p.stderr
