@@ -1,0 +1,68 @@
+"""The evaluation tasks this project knows, by the names conf/eval/*.yaml use.
+
+Each entry maps a paper benchmark (or a micro task) to the lm-eval task that scores it, the
+metric that is its headline number, and where its data comes from: the hub data set that
+lm-eval loads by default, or the file under `eval.data_dir` (same columns) that replaces it.
+
+Built-ins of lm-eval are used where they fit (mmlu, ifeval, medqa_4options); tasks of our
+own (geora/evaluation/tasks/) where they do not: OlymMATH has none; the AIME/MATH500
+built-ins are greedy with a string-matching checker, the paper reports avg@k; the
+HumanEval/MBPP built-ins need a hub-fetched metric.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+AVG = "avg_at_k,all_samples"  # headline key of our generative tasks: metric,filter
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str                      # catalogue name, used in conf/eval/*.yaml and results
+    label: str                     # column name in the paper's tables
+    lm_task: str                   # lm-eval task or group it runs
+    metric: str                    # headline "metric,filter" key in lm-eval's results
+    hub_id: str | None = None      # data set lm-eval loads by default (None: generated)
+    hub_config: str | None = None
+    # lm-eval split name -> file name under eval.data_dir, in the hub data set's columns.
+    local_files: dict[str, str] = field(default_factory=dict)
+    sampled: bool = False          # avg@k task whose k follows eval.repeats
+    runs_code: bool = False        # needs eval.allow_code_execution=true
+    # For a group (MMLU): the column that names each subtask, and the subtask name pattern.
+    subtask_column: str | None = None
+    subtask_pattern: str | None = None
+
+
+def _math(name, label, hub_id, split, config=None):
+    return TaskInfo(name, label, f"geora_{name}", AVG, hub_id, config,
+                    {split: f"{name}.jsonl"}, sampled=True)
+
+
+CATALOG: dict[str, TaskInfo] = {t.name: t for t in (
+    _math("aime24", "AIME24", "Maxwell-Jia/AIME_2024", "train"),
+    _math("aime25", "AIME25", "math-ai/aime25", "test"),
+    _math("math500", "MATH500", "HuggingFaceH4/MATH-500", "test"),
+    _math("olymmath", "OlymMATH", "RUC-AIBOX/OlymMATH", "test", "en-hard"),
+    TaskInfo("humaneval", "HumanEval", "geora_humaneval", AVG, "openai/openai_humaneval",
+             None, {"test": "humaneval.jsonl"}, sampled=True, runs_code=True),
+    TaskInfo("mbpp", "MBPP", "geora_mbpp", AVG, "google-research-datasets/mbpp", "full",
+             {"test": "mbpp.jsonl"}, sampled=True, runs_code=True),
+    TaskInfo("mmlu", "MMLU", "mmlu", "acc,none", "cais/mmlu", None,
+             {"test": "mmlu.jsonl"}, subtask_column="subject", subtask_pattern="mmlu_{}"),
+    TaskInfo("ifeval", "IFEval", "ifeval", "prompt_level_strict_acc,none", "google/IFEval",
+             None, {"train": "ifeval.jsonl"}),
+    TaskInfo("medqa", "MedQA", "medqa_4options", "acc,none",
+             "GBaker/MedQA-USMLE-4-options-hf", None, {"test": "medqa.jsonl"}),
+    TaskInfo("micro_math", "micro math", "geora_micro_math", AVG),
+    TaskInfo("micro_reverse", "micro reverse", "geora_micro_reverse", AVG),
+    TaskInfo("micro_sort", "micro sort", "geora_micro_sort", AVG),
+)}
+
+
+def task_info(name: str) -> TaskInfo:
+    if name not in CATALOG:
+        raise ValueError(f"unknown evaluation task {name!r} (in eval.tasks); "
+                         f"choose from {sorted(CATALOG)}")
+    return CATALOG[name]

@@ -1,0 +1,220 @@
+"""Run lm-eval's `simple_evaluate` on a model and write what it scored.
+
+Three ways in, one way out:
+- `evaluate_in_memory(model, tokenizer, eval_cfg, out_dir)`: a live transformers model
+  (the end of training, a merged model), wrapped in lm-eval's HFLM.
+- `evaluate_pretrained(model_dir, eval_cfg, out_dir, adapter_dir=...)`: a model folder,
+  optionally with a PEFT LoRA on that same (original) base, through lm-eval's `hf` or
+  `vllm` backend.
+- `run_lm(lm, model_args, settings, out_dir)`: the shared core (also takes any lm-eval LM,
+  e.g. a scripted one in the tests).
+Each returns {task: score in percent} and writes `results.json` and, with log_samples,
+`samples_<task>.jsonl` (one line per item: prompt, completions, score) into out_dir.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+from geora.evaluation.catalog import TASKS_DIR, task_info
+from geora.evaluation.settings import EvalSettings
+from geora.evaluation.specs import build_specs, environment
+
+log = logging.getLogger(__name__)
+PACKAGES = ("lm-eval", "transformers", "torch", "peft", "datasets", "math-verify", "vllm")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _versions() -> dict[str, str | None]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _sample_line(s: dict[str, Any]) -> dict[str, Any]:
+    args = s.get("arguments")
+    prompt = args[0][0] if args and isinstance(args[0], (list, tuple)) else args
+    keep = ("doc_id", "target", "filtered_resps", "resps")
+    line = {"doc_id": s.get("doc_id"), "prompt": prompt, "doc": s.get("doc")}
+    line |= {k: s.get(k) for k in keep[1:]}
+    line |= {k: v for k, v in s.items() if k not in line and k not in
+             ("arguments", "doc_hash", "prompt_hash", "target_hash")}
+    return line
+
+
+def scores_from_results(results: Mapping[str, Any], sources: Mapping[str, list[str]]
+                        ) -> dict[str, float]:
+    """{task: headline metric in percent} from lm-eval's results dict: the metric of the one
+    lm-eval task (or group) behind it, or the size-weighted mean over several (MMLU
+    subjects from a local file: the same micro-average lm-eval's mmlu group reports)."""
+    out = {}
+    for name, lm_names in sources.items():
+        metric = task_info(name).metric
+        values, weights = [], []
+        for lm_name in lm_names:
+            row = results["results"].get(lm_name, {})
+            if row.get(metric) in (None, "N/A"):
+                raise KeyError(f"lm-eval returned no {metric!r} for {lm_name!r} (task "
+                               f"{name!r}); it has {sorted(row)}")
+            values.append(float(row[metric]))
+            n = (results.get("n-samples") or {}).get(lm_name, {}).get("effective", 1)
+            weights.append(n)
+        out[name] = 100.0 * sum(v * w for v, w in zip(values, weights)) / sum(weights)
+    return out
+
+
+def write_results(out_dir: str | Path, settings: EvalSettings, results: Mapping[str, Any],
+                  scores: dict[str, float], model_desc: Mapping[str, Any],
+                  wall_s: float) -> Path:
+    """Write samples_<task>.jsonl (with log_samples) then results.json, each atomically."""
+    out_dir = Path(out_dir)
+    samples = results.get("samples") or {}
+    sample_files = {}
+    if settings.log_samples:
+        for task, rows in samples.items():
+            path = out_dir / f"samples_{task}.jsonl"
+            _atomic_write(path, "".join(json.dumps(_sample_line(r), default=str) + "\n"
+                                        for r in rows))
+            sample_files[task] = path.name
+    in_domain = {t: scores[t] for t in settings.tasks if t in settings.in_domain}
+    summary = {
+        "scores": scores,  # percent, as the paper reports
+        "in_domain": in_domain,
+        "out_of_domain": {t: s for t, s in scores.items() if t not in in_domain},
+        "labels": {t: task_info(t).label for t in settings.tasks},
+        "lm_eval_results": {k: v for k, v in results["results"].items()
+                            if not k.startswith("geora:")},
+        "n_samples": results.get("n-samples"),
+        "eval": settings.as_dict(),
+        "model": dict(model_desc),
+        "lm_eval_config": results.get("config"),
+        "versions": _versions(),
+        "wall_s": round(wall_s, 2),
+        "sample_files": sample_files,
+    }
+    path = out_dir / "results.json"
+    _atomic_write(path, json.dumps(summary, indent=2, default=str) + "\n")
+    return path
+
+
+def run_lm(lm: Any, model_args: Mapping[str, Any] | None, eval_cfg: Any,
+           out_dir: str | Path | None, *, model_desc: Mapping[str, Any] | None = None,
+           device: str | None = None) -> dict[str, float]:
+    """Evaluate `lm` (an lm-eval LM object, or a registered model name such as "hf" or
+    "vllm" with `model_args`) on the settings' tasks; write results into out_dir if given."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    settings = EvalSettings.from_config(eval_cfg)
+    if not settings.tasks:
+        return {}
+    t0 = time.perf_counter()
+    # lm-eval's own tasks are indexed (thousands of YAMLs, seconds) only when one is needed.
+    builtin = any(not task_info(t).lm_task.startswith("geora_") for t in settings.tasks)
+    tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=builtin)
+    specs, sources, offline = build_specs(settings, known_tasks=set(tm.all_tasks))
+    gen_kwargs = dict(settings.gen_kwargs)
+    if settings.max_gen_toks is not None:
+        gen_kwargs["max_gen_toks"] = settings.max_gen_toks
+    with environment(offline=offline, allow_code=settings.allow_code_execution):
+        results = lm_eval.simple_evaluate(
+            model=lm, model_args=dict(model_args) if model_args else None, tasks=specs,
+            task_manager=tm, batch_size=settings.batch_size, device=device,
+            limit=settings.limit, log_samples=settings.log_samples,
+            apply_chat_template=settings.apply_chat_template, gen_kwargs=gen_kwargs or None,
+            confirm_run_unsafe_code=settings.allow_code_execution, bootstrap_iters=0,
+            random_seed=settings.seed, numpy_random_seed=settings.seed,
+            torch_random_seed=settings.seed, fewshot_random_seed=settings.seed)
+    scores = scores_from_results(results, sources)
+    if out_dir is not None:
+        write_results(out_dir, settings, results, scores, model_desc or {},
+                      time.perf_counter() - t0)
+    return scores
+
+
+def _thinking_args(settings: EvalSettings) -> dict[str, Any]:
+    args = {}
+    if settings.enable_thinking is not None:
+        args["enable_thinking"] = bool(settings.enable_thinking)
+    if settings.think_end_token is not None:
+        args["think_end_token"] = settings.think_end_token
+    return args
+
+
+def evaluate_in_memory(model, tokenizer, eval_cfg: Any, out_dir: str | Path | None
+                       ) -> dict[str, float]:
+    """Score a live transformers model (a PeftModel too) on eval_cfg.tasks: {task: percent}.
+
+    Runs through lm-eval's HFLM on the model's own device; only `backend: hf` applies.
+    """
+    from lm_eval.models.huggingface import HFLM
+
+    settings = EvalSettings.from_config(eval_cfg)
+    if not settings.tasks:
+        return {}
+    was_training = model.training
+    model.eval()
+    try:
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size,
+                  trust_remote_code=settings.trust_remote_code, **_thinking_args(settings))
+        desc = {"source": "in_memory", "class": type(model).__name__,
+                "name_or_path": getattr(getattr(model, "config", None), "_name_or_path", None)}
+        return run_lm(lm, None, settings, out_dir, model_desc=desc)
+    finally:
+        model.train(was_training)
+
+
+def evaluate_pretrained(model_dir: str | Path, eval_cfg: Any, out_dir: str | Path | None, *,
+                        adapter_dir: str | Path | None = None, dtype: str = "auto",
+                        device: str | None = None) -> dict[str, float]:
+    """Score a model folder (plus, optionally, a PEFT LoRA folder made for that same base)
+    through lm-eval's `hf` backend (CPU or GPU) or `vllm` backend (GPU, `gpu` extra)."""
+    settings = EvalSettings.from_config(eval_cfg)
+    if not settings.tasks:
+        return {}
+    args: dict[str, Any] = {"pretrained": str(model_dir), "dtype": dtype,
+                            "trust_remote_code": settings.trust_remote_code}
+    args |= _thinking_args(settings)
+    if settings.backend == "hf":
+        if adapter_dir is not None:
+            args["peft"] = str(adapter_dir)
+    else:  # vllm: the adapter is served as a LoRA on the base
+        if adapter_dir is not None:
+            args["lora_local_path"] = str(adapter_dir)
+            args["enable_lora"] = True
+    desc = {"source": "directory", "model_dir": str(model_dir), "adapter_dir":
+            None if adapter_dir is None else str(adapter_dir), "backend": settings.backend}
+    return run_lm(settings.backend, args, settings, out_dir, model_desc=desc, device=device)
+
+
+def format_scores(scores: Mapping[str, float], settings: Any) -> str:
+    """The scores as two indented blocks, in-domain then out-of-domain."""
+    settings = EvalSettings.from_config(settings)
+    lines = []
+    for title, names in (("in-domain", [t for t in scores if t in settings.in_domain]),
+                         ("out-of-domain", [t for t in scores if t not in settings.in_domain])):
+        if names:
+            lines.append(f"{title}:")
+            lines += [f"  {task_info(t).label:<14} {scores[t]:7.2f}" for t in names]
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""The evaluation settings (one conf/eval/*.yaml), checked before anything is loaded.
+
+Schema (every key documented in conf/eval/micro.yaml):
+    name, tasks, in_domain, backend (hf | vllm), batch_size, limit, data_dir,
+    apply_chat_template, gen_kwargs, repeats, max_gen_toks, allow_code_execution,
+    trust_remote_code, log_samples, seed, enable_thinking, think_end_token
+The training code reads only `tasks` (empty: no evaluation).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from geora.evaluation.catalog import task_info
+
+BACKENDS = ("hf", "vllm")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    name: str = "custom"
+    tasks: tuple[str, ...] = ()
+    in_domain: tuple[str, ...] = ()
+    backend: str = "hf"
+    batch_size: int = 8
+    limit: int | None = None
+    data_dir: str | None = None
+    apply_chat_template: bool = True
+    gen_kwargs: dict[str, Any] = field(default_factory=dict)
+    repeats: int | None = None
+    max_gen_toks: int | None = None
+    allow_code_execution: bool = False
+    trust_remote_code: bool = False
+    log_samples: bool = True
+    seed: int = 0
+    enable_thinking: bool | None = None   # Qwen3 chat templates; None = the template's default
+    think_end_token: str | None = None    # e.g. "</think>": score only what follows it
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | "EvalSettings") -> "EvalSettings":
+        """Validate a DictConfig / dict (an `eval` config group) into settings."""
+        if isinstance(cfg, EvalSettings):
+            return cfg
+        raw = dict(cfg.items()) if hasattr(cfg, "items") else dict(cfg)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown eval config key(s) {unknown}; known: {sorted(known)}")
+        name = str(raw.get("name", "custom"))
+        where = f"(eval config {name!r})"
+        tasks = tuple(str(t) for t in (raw.get("tasks") or ()))
+        for t in tasks:
+            task_info(t)  # raises, naming the valid tasks
+        in_domain = tuple(str(t) for t in (raw.get("in_domain") or ()))
+        stray = [t for t in in_domain if t not in tasks]
+        if stray:
+            raise ValueError(f"eval.in_domain names {stray}, which are not in eval.tasks {list(tasks)} {where}")
+        backend = str(raw.get("backend", "hf"))
+        if backend not in BACKENDS:
+            raise ValueError(f"eval.backend={backend!r} {where}; choose one of {BACKENDS}")
+        ints = {}
+        for key, lo in (("batch_size", 1), ("limit", 1), ("repeats", 1), ("max_gen_toks", 1)):
+            v = raw.get(key, getattr(cls, key, None))
+            if v is not None and (isinstance(v, bool) or int(v) != v or int(v) < lo):
+                raise ValueError(f"eval.{key}={v!r} {where}: expected an integer >= {lo} or null")
+            ints[key] = None if v is None else int(v)
+        data_dir = raw.get("data_dir")
+        if data_dir is not None:
+            data_dir = str(Path(str(data_dir)).expanduser().resolve())
+            if not Path(data_dir).is_dir():
+                raise FileNotFoundError(f"eval.data_dir={data_dir!r} {where} is not a directory")
+        gen_kwargs = dict(raw.get("gen_kwargs") or {})
+        return cls(name=name, tasks=tasks, in_domain=in_domain, backend=backend,
+                   batch_size=ints["batch_size"] or 1, limit=ints["limit"], data_dir=data_dir,
+                   apply_chat_template=bool(raw.get("apply_chat_template", True)),
+                   gen_kwargs=gen_kwargs, repeats=ints["repeats"],
+                   max_gen_toks=ints["max_gen_toks"],
+                   allow_code_execution=bool(raw.get("allow_code_execution", False)),
+                   trust_remote_code=bool(raw.get("trust_remote_code", False)),
+                   log_samples=bool(raw.get("log_samples", True)), seed=int(raw.get("seed", 0)),
+                   enable_thinking=raw.get("enable_thinking"),
+                   think_end_token=raw.get("think_end_token"))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in fields(self)}

@@ -1,0 +1,114 @@
+"""Scoring and data functions that the task YAMLs in this folder name with `!function utils.X`.
+
+Every generative task here keeps all `repeats` samples of an item (filter `take_first_k`
+with k = repeats) and scores each one, so one item's score is its avg@k and the task score
+is the mean over items: with AIME's 30 problems and k = 8 it moves in steps of 1/240.
+Math answers are checked by geora.answers.is_correct (math-verify, the checker the
+training reward uses); code answers by running the data set's own tests in a subprocess.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from geora.answers import is_correct, last_boxed
+
+MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def _samples(results: list) -> list[str]:
+    """The k completions of one item: a list after take_first_k, a str after take_first."""
+    first = results[0]
+    return [first] if isinstance(first, str) else list(first)
+
+
+def _scores(correct: list[bool]) -> dict[str, float]:
+    # avg_at_k: mean correctness of the k samples (pass@1 estimated from k samples);
+    # pass_at_k: 1 if any of the k samples is correct.
+    return {"avg_at_k": sum(correct) / len(correct), "pass_at_k": float(any(correct))}
+
+
+def _gold(doc: dict) -> str:
+    """The reference answer: the `answer` column whatever its case (AIME24 says `Answer`)."""
+    for key in doc:
+        if key.lower() == "answer":
+            return str(doc[key])
+    raise KeyError(f"no answer column among {sorted(doc)}")
+
+
+# ---------------------------------------------------------------- math (AIME, MATH500, OlymMATH)
+def math_prompt(doc: dict) -> str:
+    """The problem, then the \\boxed{} instruction (the prompt Qwen's math evaluations use)."""
+    problem = next(doc[k] for k in doc if k.lower() == "problem")
+    return f"{problem}\n{MATH_INSTRUCTION}"
+
+
+def process_math(doc: dict, results: list) -> dict[str, float]:
+    gold = _gold(doc)
+    return _scores([is_correct(gold, c) for c in _samples(results)])
+
+
+# ---------------------------------------------------------------- micro tasks
+def micro_dataset(micro_task: str, split: str = "test", n: int = 200, seed: int = 0,
+                  **_metadata: Any):
+    """The micro test items, generated (no file, no hub): {split: datasets.Dataset}."""
+    import datasets
+
+    from geora.data.micro import make_split
+
+    return datasets.DatasetDict(
+        {split: datasets.Dataset.from_list(make_split(micro_task, split, int(n), int(seed)))})
+
+
+def process_micro(doc: dict, results: list) -> dict[str, float]:
+    """Math: math-verify against `final_answer`; probes: exact match of the last \\boxed{}."""
+    gold = str(doc["final_answer"])
+    if doc["task"] == "math":
+        correct = [is_correct(gold, c) for c in _samples(results)]
+    else:
+        correct = [(last_boxed(c) or "").strip() == gold.strip() for c in _samples(results)]
+    return _scores(correct)
+
+
+# ---------------------------------------------------------------- code (HumanEval, MBPP)
+def humaneval_programs(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
+    """Filter: the function's prompt + the completion up to the closing fence (as lm-eval's
+    humaneval_instruct, whose generation starts inside a ```python block)."""
+    return [[doc["prompt"] + (r if "```" not in r else r[: r.find("```")]) for r in resp]
+            for resp, doc in zip(resps, docs)]
+
+
+def _first_code_block(text: str) -> str:
+    # The generation starts inside "```python\n" (gen_prefix): cut at the closing fence.
+    # A completion that opens a new fenced block contributes that block instead.
+    if "```" not in text:
+        return text
+    head = text[: text.find("```")]
+    if head.strip():
+        return head
+    match = re.search(r"```(?:\w+)?\n(.*?)(?:```|$)", text, re.DOTALL)
+    return match.group(1) if match else ""
+
+
+def mbpp_programs(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
+    return [[_first_code_block(r) for r in resp] for resp in resps]
+
+
+def process_humaneval(doc: dict, results: list) -> dict[str, float]:
+    from geora.evaluation.execution import passes
+
+    tests = f"{doc['test']}\ncheck({doc['entry_point']})\n"
+    return _scores([passes(program + "\n" + tests) for program in _samples(results)])
+
+
+def process_mbpp(doc: dict, results: list) -> dict[str, float]:
+    from geora.evaluation.execution import passes
+
+    setup = doc.get("test_setup_code") or ""
+    tests = "\n".join(doc["test_list"])
+    return _scores([passes(f"{setup}\n{code}\n{tests}\n") for code in _samples(results)])
+
+
+def keep_all(resps, docs):
+    """Filter that keeps every sample of every item (lm-eval's default keeps only the first)."""
+    return [list(r) for r in resps]

@@ -1,0 +1,160 @@
+"""Evaluation through lm-eval: metrics are right (a scripted model that always answers
+correctly scores 100%, one that always answers wrongly 0%, on every task's fixtures), avg@k
+arithmetic, local data, guards, results files, and the micro eval on the bundled model.
+
+    .venv/bin/python -m pytest -q tests/test_evaluation.py          # fast part
+    .venv/bin/python -m pytest -q -m slow tests/test_evaluation.py  # + bundled micro model
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from lm_eval.api.model import LM
+
+from geora.evaluation import (CATALOG, CodeExecutionRefused, DatasetUnavailableError,
+                              EvalSettings, build_specs, run_lm)
+from geora.evaluation.tasks import utils as task_utils
+
+FIXTURES = Path(__file__).parent / "fixtures" / "eval"
+IFEVAL_RESPONSES = json.loads((FIXTURES / "ifeval_responses.json").read_text())
+PAPER_TASKS = ["aime24", "aime25", "math500", "olymmath", "humaneval", "mbpp", "mmlu",
+               "ifeval", "medqa"]
+MICRO_TASKS = ["micro_math", "micro_reverse", "micro_sort"]
+
+
+def _gold_math(doc):
+    return str(next(doc[k] for k in doc if k.lower() == "answer")).strip("$")
+
+
+def _completion(task: str, doc: dict, right: bool) -> str:
+    """What a perfect (right=True) or hopeless model writes for one item of `task`."""
+    if task.startswith("geora_micro"):
+        return doc["r1_solution_1"] if right else "I think \\boxed{nope}"
+    if task in ("geora_aime24", "geora_aime25", "geora_math500", "geora_olymmath"):
+        return (f"Reasoning... so the answer is \\boxed{{{_gold_math(doc)}}}." if right
+                else "Reasoning... so the answer is \\boxed{0.123456}.")
+    if task == "geora_humaneval":  # generation continues after "```python\n<prompt>\n"
+        return doc["canonical_solution"] + "```\n" if right else "    return None\n```\n"
+    if task == "geora_mbpp":  # generation continues after "\n```python\n"
+        return doc["code"] + "\n```" if right else "def unrelated():\n    pass\n```"
+    if task == "ifeval":
+        return IFEVAL_RESPONSES[str(doc["key"])]["right" if right else "wrong"]
+    raise KeyError(task)
+
+
+def _gold_choice(task: str, doc: dict) -> int:
+    return doc["label"] if task == "medqa_4options" else doc["answer"]
+
+
+class ScriptedLM(LM):
+    """An lm-eval LM (deliberately not @register_model'd) that answers from the fixtures.
+
+    `right(task, doc_id, sample_index) -> bool` decides per sample whether it answers right.
+    """
+
+    def __init__(self, right):
+        super().__init__()
+        self.right = right
+        self.calls = defaultdict(int)
+
+    def generate_until(self, requests):
+        out = []
+        for r in requests:
+            key = (r.task_name, r.doc_id)
+            out.append(_completion(r.task_name, r.doc, self.right(r.task_name, r.doc_id,
+                                                                  self.calls[key])))
+            self.calls[key] += 1
+        return out
+
+    def loglikelihood(self, requests):
+        out = []
+        for r in requests:
+            gold = _gold_choice(r.task_name, r.doc)
+            pick = gold if self.right(r.task_name, r.doc_id, 0) else (gold + 1) % 4
+            out.append((0.0 if r.idx == pick else -5.0, r.idx == pick))
+        return out
+
+    def loglikelihood_rolling(self, requests):
+        raise NotImplementedError
+
+
+def _settings(tasks, **kw):
+    base = dict(name="fixtures", tasks=tasks, data_dir=str(FIXTURES), batch_size=4,
+                apply_chat_template=False, allow_code_execution=True, log_samples=True)
+    return EvalSettings.from_config(base | kw)
+
+
+@pytest.mark.parametrize("right,expected", [(True, 100.0), (False, 0.0)])
+def test_every_paper_task_scores_all_or_nothing(tmp_path, right, expected):
+    pytest.importorskip("langdetect", reason="IFEval needs lm-eval[ifeval]")
+    settings = _settings(PAPER_TASKS + MICRO_TASKS, limit=4)
+    scores = run_lm(ScriptedLM(lambda *_: right), None, settings, tmp_path)
+    assert set(scores) == set(PAPER_TASKS + MICRO_TASKS)
+    assert scores == {t: expected for t in scores}
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert summary["scores"] == scores
+    # One JSON line per item, with the completion that was scored.
+    rows = [json.loads(l) for l in (tmp_path / "samples_geora_aime24.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["avg_at_k"] == (1.0 if right else 0.0) for r in rows)
+    assert len(rows[0]["filtered_resps"][0]) == 8  # avg@8: all eight samples kept
+
+
+def test_avg_at_k_counts_every_sample(tmp_path):
+    """AIME fixture, k = 8: problem 0 right in 8 samples, problem 1 in 3, problem 2 in 0."""
+    n_right = {0: 8, 1: 3, 2: 0}
+    lm = ScriptedLM(lambda task, doc_id, i: i < n_right[doc_id])
+    scores = run_lm(lm, None, _settings(["aime24"]), None)
+    assert scores["aime24"] == pytest.approx(100 * (8 + 3 + 0) / 24)  # steps of 1/(3*8)
+    # eval.repeats overrides k: with 2 samples, problem 1 is right in both.
+    lm = ScriptedLM(lambda task, doc_id, i: i < n_right[doc_id])
+    assert run_lm(lm, None, _settings(["aime24"], repeats=2), None)["aime24"] == \
+        pytest.approx(100 * (2 + 2 + 0) / 6)
+
+
+def test_process_math_and_micro_arithmetic():
+    doc = {"Problem": "p", "Answer": 24}
+    res = task_utils.process_math(doc, [["\\boxed{24}", "\\boxed{23}", "\\boxed{24.0}", "24"]])
+    assert res == {"avg_at_k": 0.5, "pass_at_k": 1.0}  # no \boxed{} is wrong
+    probe = {"task": "reverse", "final_answer": "3, 2, 1"}
+    assert task_utils.process_micro(probe, ["\\boxed{3, 2, 1}"])["avg_at_k"] == 1.0
+    assert task_utils.process_micro(probe, ["\\boxed{1, 2, 3}"])["avg_at_k"] == 0.0
+    # 30 problems x avg@8: every attainable score is a multiple of 1/240.
+    per_problem = [task_utils.process_math(doc, [["\\boxed{24}"] * c + ["\\boxed{1}"] * (8 - c)])
+                   ["avg_at_k"] for c in [i % 9 for i in range(30)]]
+    total = sum(per_problem) / 30
+    assert abs(total * 240 - round(total * 240)) < 1e-9 and total * 240 == sum(i % 9 for i in range(30))
+
+
+def test_code_execution_needs_the_option():
+    with pytest.raises(CodeExecutionRefused, match="eval.allow_code_execution=true"):
+        build_specs(_settings(["humaneval"], allow_code_execution=False))
+    with pytest.raises(CodeExecutionRefused, match="eval.allow_code_execution"):
+        task_utils.process_humaneval({"test": "", "entry_point": "f"}, [["def f(): pass"]])
+
+
+def test_missing_hub_data_fails_fast(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub check then answers "unreachable"
+    with pytest.raises(DatasetUnavailableError, match=r"math-ai/aime25.*eval\.data_dir"):
+        build_specs(EvalSettings.from_config({"tasks": ["aime25"]}))
+
+
+def test_bad_config_is_named():
+    with pytest.raises(ValueError, match="'aime2024'.*choose from"):
+        EvalSettings.from_config({"tasks": ["aime2024"]})
+    with pytest.raises(ValueError, match="eval.backend='tgi'"):
+        EvalSettings.from_config({"tasks": [], "backend": "tgi"})
+    with pytest.raises(FileNotFoundError, match="has no olymmath.jsonl"):
+        build_specs(EvalSettings.from_config({"tasks": ["olymmath"], "data_dir": str(FIXTURES / "..")}))
+    with pytest.raises(ValueError, match="unknown eval config key"):
+        EvalSettings.from_config({"tasks": [], "temprature": 0.7})
+
+
+def test_every_eval_config_composes():
+    from omegaconf import OmegaConf
+
+    for path in sorted((Path(__file__).parents[1] / "conf" / "eval").glob("*.yaml")):
+        settings = EvalSettings.from_config(OmegaConf.load(path))
+        assert all(t in CATALOG for t in settings.tasks), path.name
