@@ -12,10 +12,8 @@ a checkpoint is loaded, so W_res (which no checkpoint stores) is the same bits a
 from __future__ import annotations
 
 import os
-import shutil
 import time
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,21 +92,6 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> str | None:
     return last
 
 
-@contextmanager
-def atomic_dir(path: Path):
-    """Yields a temporary sibling folder; renames it to `path` only if the block succeeds."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
-
-
 def frozen_snapshot(model) -> dict[str, torch.Tensor]:
     """Copies of every frozen parameter (the base / W_res), to check they never move."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
@@ -148,7 +131,8 @@ def _evaluate(model, tokenizer, cfg: DictConfig, out_dir: Path) -> dict[str, flo
 
 def _method_kwargs(method: DictConfig) -> dict:
     kw = {k: method[k] for k in ("rank", "rho", "alpha", "target_modules") if method.get(k) is not None}
-    kw.update(OmegaConf.to_container(method.get("options") or {}, resolve=True))
+    if method.get("options"):
+        kw.update(OmegaConf.to_container(method.options, resolve=True))
     return kw
 
 
@@ -198,11 +182,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     if hasattr(model, "peft_config") and "ref" in model.peft_config:
         model.delete_adapter("ref")  # TRL's frozen KL-reference copy: not part of the result
 
-    with atomic_dir(run_dir / "adapter") as tmp:
-        geora.save_adapter(model, str(tmp))
+    # Both write into a temporary sibling folder and rename it when complete (atomic).
+    geora.save_adapter(model, run_dir / "adapter", overwrite=True)
     try:
-        with atomic_dir(run_dir / "export") as tmp:
-            geora.export_lora(model, str(tmp))
+        geora.export_lora(model, run_dir / "export", overwrite=True)
         export = "export"
     except ValueError as e:  # sparseft / fullft have no low-rank form
         export = f"none: {e}"
