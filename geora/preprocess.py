@@ -1,0 +1,117 @@
+"""GeoRA's one-time preprocessing: initialise a model's adapters and save them.
+
+    python -m geora.preprocess --model /path/to/Qwen3-8B --method geora --rank 16 \
+        --rho 0.2 --out adapters/qwen3_8b_geora [--device cuda]
+
+Loads the model from a local Hugging Face folder (never from the hub), runs
+`geora.prepare_model` one module at a time (SVDs on --device, weights stay where they
+were loaded), and writes a `geora.save_adapter` folder that `geora.load_adapter(original
+base, DIR)` turns back into the initialised model without any SVD, plus mask_stats.json
+(per module and aggregated: each mask's fraction, intersection, union, Jaccard) for the
+methods that have masks. Prints a one-line summary.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+import time
+from pathlib import Path
+
+METHOD_NAMES = ("geora", "geora_random_r", "geora_tail_r", "geora_wo_spec", "geora_wo_euc",
+                "lora", "pissa", "milora", "dora", "adalora", "sparseft", "fullft")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m geora.preprocess",
+        description="Initialise GeoRA (or a baseline) on a local model and save the adapter "
+                    "folder (loadable with geora.load_adapter onto the original model) and "
+                    "per-module mask statistics.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True,
+                   help="local Hugging Face model folder (with config.json); no hub access")
+    p.add_argument("--method", default="geora", choices=METHOD_NAMES)
+    p.add_argument("--rank", type=int, default=16, help="adapter rank r")
+    p.add_argument("--rho", type=float, default=0.2, help="mask fraction, in (0, 1)")
+    p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default: rank)")
+    p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    p.add_argument("--device", default=None,
+                   help="device for the SVDs, e.g. cuda (default: where the weights are)")
+    p.add_argument("--dtype", default="auto",
+                   help="load dtype: auto (the checkpoint's), float32, bfloat16, float16")
+    p.add_argument("--svd", default="randomized", choices=("randomized", "exact"))
+    p.add_argument("--niter", type=int, default=None,
+                   help="power iterations of the randomized SVD (default: geora.linalg)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target-modules", default="all-linear",
+                   help="'all-linear', a regex, or comma-separated module names")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra method option, e.g. --set total_step=500 (adalora), "
+                        "--set sparseft_mask=low_magnitude, --set alpha_norm=peft")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    return p
+
+
+def parse_options(items: list[str]) -> dict:
+    """KEY=VALUE pairs; values parsed as Python literals when possible, else strings."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    model_dir = Path(args.model).expanduser()
+    if not (model_dir / "config.json").is_file():
+        raise SystemExit(f"--model {str(model_dir)!r}: not a local Hugging Face model folder "
+                         f"(no config.json); download it elsewhere and pass its path")
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise SystemExit(f"--out {str(out)!r} exists and is not empty (use --overwrite)")
+    targets = args.target_modules
+    if targets != "all-linear" and "," in targets:
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import geora
+    from geora.surgery import get_state
+
+    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+    t0 = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
+    options = dict(svd=args.svd, niter=args.niter, seed=args.seed, svd_device=args.device,
+                   progress=True)
+    options.update(parse_options(args.set))
+    accepted = set(geora.get_method(args.method).options)
+    options = {k: v for k, v in options.items()
+               if k in accepted or k not in ("svd", "niter", "seed", "svd_device", "progress")}
+    t1 = time.perf_counter()
+    prepared = geora.prepare_model(model, args.method, rank=args.rank, rho=args.rho,
+                                   alpha=args.alpha, target_modules=targets, **options)
+    t2 = time.perf_counter()
+    geora.save_adapter(prepared, out, overwrite=args.overwrite)
+    trainable, total = geora.count_parameters(prepared)
+    state = get_state(prepared)
+    summary = dict(method=args.method, modules=len(state.targets), trainable=trainable,
+                   total=total, load_s=round(t1 - t0, 2), init_s=round(t2 - t1, 2),
+                   out=str(out))
+    stats_path = out / "mask_stats.json"
+    if stats_path.is_file():
+        summary["mask_stats"] = json.loads(stats_path.read_text())["aggregate"]
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
