@@ -13,6 +13,7 @@ Each returns {task: score in percent} and writes `results.json` and, with log_sa
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -118,21 +119,28 @@ def write_results(out_dir: str | Path, settings: EvalSettings, results: Mapping[
     return path
 
 
+@functools.lru_cache(maxsize=2)
+def _task_manager(include_defaults: bool):
+    """lm-eval's task index (our include path, plus lm-eval's own tasks when needed: thousands
+    of YAMLs, seconds to scan), built once per process."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(TASKS_DIR), include_defaults=include_defaults)
+
+
 def run_lm(lm: Any, model_args: Mapping[str, Any] | None, eval_cfg: Any,
            out_dir: str | Path | None, *, model_desc: Mapping[str, Any] | None = None,
            device: str | None = None) -> dict[str, float]:
     """Evaluate `lm` (an lm-eval LM object, or a registered model name such as "hf" or
     "vllm" with `model_args`) on the settings' tasks; write results into out_dir if given."""
     import lm_eval
-    from lm_eval.tasks import TaskManager
 
     settings = EvalSettings.from_config(eval_cfg)
     if not settings.tasks:
         return {}
     t0 = time.perf_counter()
-    # lm-eval's own tasks are indexed (thousands of YAMLs, seconds) only when one is needed.
     builtin = any(not task_info(t).lm_task.startswith("geora_") for t in settings.tasks)
-    tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=builtin)
+    tm = _task_manager(builtin)
     specs, sources, offline = build_specs(settings, known_tasks=set(tm.all_tasks))
     gen_kwargs = dict(settings.gen_kwargs)
     if settings.max_gen_toks is not None:
@@ -189,7 +197,10 @@ def evaluate_pretrained(model_dir: str | Path, eval_cfg: Any, out_dir: str | Pat
                         adapter_dir: str | Path | None = None, dtype: str = "auto",
                         device: str | None = None) -> dict[str, float]:
     """Score a model folder (plus, optionally, a PEFT LoRA folder made for that same base)
-    through lm-eval's `hf` backend (CPU or GPU) or `vllm` backend (GPU, `gpu` extra)."""
+    through lm-eval's `hf` backend (CPU or GPU) or `vllm` backend (GPU, `gpu` extra).
+
+    Note: with an adapter, lm-eval's hf loader resizes the embeddings to the tokenizer's
+    length when they differ; scripts/evaluate.py therefore loads hf adapters in memory."""
     settings = EvalSettings.from_config(eval_cfg)
     if not settings.tasks:
         return {}
