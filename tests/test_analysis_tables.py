@@ -50,3 +50,20 @@ def test_cli_writes_csv(tmp_path, capsys):
     main([str(tmp_path), "--table", "main_math", "--out", str(tmp_path / "t")])
     assert (tmp_path / "t" / "main_math.csv").is_file()
     assert "23.75" in capsys.readouterr().out
+
+
+def test_figures_from_runs(tmp_path):
+    import numpy as np
+
+    from analysis.figures import main as figures_main, smooth
+
+    assert np.allclose(smooth([1, 3, 5, 7], 2), [1, 2, 4, 6])
+    runs = tmp_path / "runs"
+    _write_run(runs, "geora", 0, {"micro_math": 40.0})
+    rec_path = runs / "qwen3_8b" / "geora" / "seed0" / "results.json"
+    rec = json.loads(rec_path.read_text())
+    rec["train"]["reward_per_step"] = [0.1, 0.2, 0.4, 0.5]
+    rec_path.write_text(json.dumps(rec))
+    figures_main([str(runs), "--out", str(tmp_path / "fig"), "--window", "2"])
+    for name in ("reward_curves.png", "eval_scores.png"):
+        assert (tmp_path / "fig" / name).stat().st_size > 1000
