@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Callable
 
 import torch
@@ -103,10 +104,9 @@ def resolve_targets(model: nn.Module, target_modules="all-linear") -> list[str]:
         names = [n for n, m in linear.items() if id(m) not in skip]
     elif isinstance(target_modules, str):
         names = [n for n in linear if re.fullmatch(target_modules, n)]
-    elif isinstance(target_modules, (list, tuple)) and target_modules and all(
-            isinstance(t, str) for t in target_modules):
-        names = [n for n in linear
-                 if any(n == t or n.endswith("." + t) for t in target_modules)]
+    elif _is_name_list(target_modules):
+        items = list(target_modules)
+        names = [n for n in linear if any(n == t or n.endswith("." + t) for t in items)]
     else:
         raise ValueError(f"target_modules={target_modules!r}: give 'all-linear', a regex "
                          f"string or a non-empty list of module names")
@@ -119,6 +119,14 @@ def resolve_targets(model: nn.Module, target_modules="all-linear") -> list[str]:
                          f"(in, out), fan_in_fan_out); not supported: target nn.Linear "
                          f"modules only ({len(conv)} Conv1D modules matched)")
     return names
+
+
+def _is_name_list(value) -> bool:
+    """A non-empty list/tuple (or OmegaConf ListConfig) of str."""
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+        return False
+    items = list(value)
+    return bool(items) and all(isinstance(t, str) for t in items)
 
 
 def _peft_model_type():
