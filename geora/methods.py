@@ -126,8 +126,10 @@ def prepare_model(model: nn.Module, method: str, *, rank: int = 16, rho: float =
         enable_full_training(model)
         surgery.set_state(model, surgery.GeoraState(method, "full", rank, 0.0, rho, []))
         return model
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
+        raise ValueError(f"rank={rank!r} must be a positive int")
     linalg.check_rho(rho)
-    alpha = resolve_alpha(alpha, rank) if isinstance(rank, int) and rank > 0 else alpha
+    alpha = resolve_alpha(alpha, rank)
     names = surgery.resolve_targets(model, target_modules)
     surgery.validate_targets(model, names, rank)
     opts = dict(options)
