@@ -19,14 +19,31 @@ from __future__ import annotations
 import logging
 import warnings
 
+import hashlib
+import sys
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("geora")
 # conf/hydra/launcher/*.yaml share their names with the launchers' registered schemas, which
 # Hydra then validates against (as intended) while warning that the matching is deprecated.
-warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema")
+warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")  # TRL's own calls
+warnings.filterwarnings("ignore", message=r"\s*.hydra/launcher/.* is validated against ConfigStore schema")
+
+
+def job_dirname(overrides: str, limit: int = 100) -> str:
+    """A sweep job's folder name from its overrides: readable, one path level, and at most
+    `limit` characters (a long list of overrides ends in a hash of the whole list)."""
+    name = overrides.replace("/", "_") or "default"
+    if len(name) > limit:
+        name = f"{name[:limit - 11]}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
+    return name
+
+
+OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
 
 
 class RunError(RuntimeError):
@@ -58,16 +75,24 @@ def main(cfg: DictConfig) -> float | None:
     from geora.training.pipeline import record_failure, train
     from geora.training.rundir import RunExistsError
 
-    run_dir = HydraConfig.get().runtime.output_dir
+    hc = HydraConfig.get()
+    run_dir = hc.runtime.output_dir
+
+    def explained(e: Exception):
+        # Bad input / unreachable hub / finished run: one clear line, no traceback. A single
+        # run exits at once; in a sweep the exception lets Hydra go on with the other jobs.
+        if hc.mode == RunMode.RUN:
+            sys.exit(f"error: {type(e).__name__}: {e}")
+        log.error(f"{type(e).__name__}: {e}")
+        return RunError(f"{type(e).__name__}: {e}")
+
     try:
         res = train(cfg, run_dir)
     except RunExistsError as e:  # the folder belongs to another (finished) run: leave it alone
-        log.error(str(e))
-        raise RunError(str(e)) from None
+        raise explained(e) from None
     except (HubUnavailableError, FileNotFoundError, ValueError) as e:
         record_failure(run_dir, cfg, e)
-        log.error(f"{type(e).__name__}: {e}")
-        raise RunError(str(e)) from None
+        raise explained(e) from None
     except Exception as e:
         record_failure(run_dir, cfg, e)
         log.exception(f"run failed; recorded in {run_dir}/failure.json")

@@ -79,3 +79,50 @@ def test_unknown_name_exits_nonzero_with_choices(override, choice, tmp_path):
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert p.returncode != 0
     assert "nope" in p.stderr and "Available options" in p.stderr and choice in p.stderr
+
+
+def test_multirun_two_methods_and_a_failing_job(tmp_path):
+    """Four jobs: geora and lora at rank 4 finish; at rank 999 (too big) they fail, record
+    the failure in their folders, and do not stop the others; the sweep exits non-zero."""
+    tiny = ["model.random_init=true", "model.bundled=null", "model.arch.hidden_size=64",
+            "model.arch.num_hidden_layers=2", "model.arch.intermediate_size=128",
+            "model.arch.head_dim=16", "train.max_steps=1", "train.num_generations=2",
+            "train.prompts_per_step=2", "train.max_completion_length=4", "data.train_size=8",
+            "data.test_size=2", "eval=none"]
+    sweep = tmp_path / "sweep"
+    p = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", "method=geora,lora",
+                        "method.rank=4,999", f"hydra.sweep.dir={sweep}", *tiny],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert p.returncode != 0, "a failed job must make the sweep exit non-zero"
+    import json
+    results = {d.name: json.loads((d / "results.json").read_text()) for d in sweep.iterdir()
+               if (d / "results.json").exists()}
+    assert len(results) == 4, (sorted(results), p.stderr[-3000:])
+    for name, res in results.items():
+        ok = "method.rank=4," in name + ","
+        assert res["status"] == ("finished" if ok else "failed"), (name, res)
+        assert (sweep / name / "failure.json").exists() != ok
+        if not ok:
+            assert "999" in res["error"]
+    assert {r["method"] for r in results.values() if r["status"] == "finished"} == {"geora", "lora"}
+
+
+@pytest.mark.parametrize("overrides,names", [
+    (["model=qwen3_4b"], ["Qwen/Qwen3-4B", "model.local_path"]),
+    (["data=deepmath_103k", "model.random_init=true", "model.bundled=null",
+      "model.arch.hidden_size=64", "model.arch.num_hidden_layers=1", "model.arch.intermediate_size=64",
+      "model.arch.head_dim=16"], ["zwhe99/DeepMath-103K", "data.local_path"])])
+def test_unreachable_hub_fails_fast_with_one_message(overrides, names, tmp_path):
+    import os
+    import time
+
+    t0 = time.time()
+    p = subprocess.run([sys.executable, str(ROOT / "run.py"), *overrides, f"hydra.run.dir={tmp_path}"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert p.returncode != 0
+    assert all(n in p.stderr for n in names), p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
+    assert time.time() - t0 < 90  # seconds of imports, no retries
+    assert (tmp_path / "failure.json").exists()

@@ -115,6 +115,34 @@ class StepStats(TrainerCallback):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+class RewardProgress(TrainerCallback):
+    """A tqdm bar over optimizer steps showing the mean reward of the last 10 steps; it
+    replaces the Trainer's bar, which prints every log record (a 25-key dict) per step."""
+
+    def __init__(self):
+        self.bar, self.recent = None, []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from tqdm.auto import tqdm
+
+        if state.is_world_process_zero:
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="GRPO",
+                            unit="step", dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.bar is not None and logs and "reward" in logs:
+            self.recent = (self.recent + [float(logs["reward"])])[-10:]
+            self.bar.set_postfix(reward10=f"{sum(self.recent) / len(self.recent):.3f}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+
+
 class AdaLoraAllocate(TrainerCallback):
     """AdaLoRA re-allocates its rank budget from the gradients of each step: PEFT requires
     `update_and_allocate(step)` after optimizer.step() and before zero_grad(), which no
@@ -132,11 +160,16 @@ def _is_adalora(model) -> bool:
 def build_trainer(model, tokenizer, train_dataset, train: Mapping[str, Any], *, output_dir: str,
                   seed: int, device: str, report_to: list[str], callbacks=()):
     """GRPOTrainer on an already-prepared model (see the module docstring for why no peft_config)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import GRPOTrainer
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch / torchrun
     args = grpo_config(train, output_dir=output_dir, seed=seed, device=device,
                        report_to=report_to, world_size=world_size)
-    return GRPOTrainer(model=model, reward_funcs=get_rewards(train["rewards"]), args=args,
-                       train_dataset=train_dataset, processing_class=tokenizer,
-                       callbacks=list(callbacks) + ([AdaLoraAllocate()] if _is_adalora(model) else []))
+    trainer = GRPOTrainer(model=model, reward_funcs=get_rewards(train["rewards"]), args=args,
+                          train_dataset=train_dataset, processing_class=tokenizer,
+                          callbacks=list(callbacks) + ([AdaLoraAllocate()] if _is_adalora(model) else []))
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(RewardProgress())
+    return trainer
