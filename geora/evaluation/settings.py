@@ -3,7 +3,7 @@
 Schema (every key documented in conf/eval/micro.yaml):
     name, tasks, in_domain, backend (hf | vllm), batch_size, limit, data_dir,
     apply_chat_template, gen_kwargs, repeats, max_gen_toks, allow_code_execution,
-    trust_remote_code, log_samples, seed, enable_thinking, think_end_token
+    trust_remote_code, log_samples, seed, enable_thinking, think_end_token, num_threads
 The training code reads only `tasks` (empty: no evaluation).
 """
 from __future__ import annotations
@@ -36,6 +36,7 @@ class EvalSettings:
     seed: int = 0
     enable_thinking: bool | None = None   # Qwen3 chat templates; None = the template's default
     think_end_token: str | None = None    # e.g. "</think>": score only what follows it
+    num_threads: int | None = None        # torch CPU threads during the evaluation; None = as is
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | "EvalSettings") -> "EvalSettings":
@@ -60,7 +61,8 @@ class EvalSettings:
         if backend not in BACKENDS:
             raise ValueError(f"eval.backend={backend!r} {where}; choose one of {BACKENDS}")
         ints = {}
-        for key, lo in (("batch_size", 1), ("limit", 1), ("repeats", 1), ("max_gen_toks", 1)):
+        for key, lo in (("batch_size", 1), ("limit", 1), ("repeats", 1), ("max_gen_toks", 1),
+                        ("num_threads", 1)):
             v = raw.get(key, getattr(cls, key, None))
             if v is not None and (isinstance(v, bool) or int(v) != v or int(v) < lo):
                 raise ValueError(f"eval.{key}={v!r} {where}: expected an integer >= {lo} or null")
@@ -80,7 +82,8 @@ class EvalSettings:
                    trust_remote_code=bool(raw.get("trust_remote_code", False)),
                    log_samples=bool(raw.get("log_samples", True)), seed=int(raw.get("seed", 0)),
                    enable_thinking=raw.get("enable_thinking"),
-                   think_end_token=raw.get("think_end_token"))
+                   think_end_token=raw.get("think_end_token"),
+                   num_threads=ints["num_threads"])
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
