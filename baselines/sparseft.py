@@ -59,13 +59,15 @@ def sparseft_mask(weight: torch.Tensor, mask: str = "geora_union", *, rank: int 
 class MaskedDelta(nn.Module):
     """Parametrization W = W0 + scatter(delta) over a fixed bool mask (out, in).
 
-    indices: flat positions of the mask (int64 buffer); delta: (n_mask,) fp32 Parameter,
+    indices: flat positions of the mask (int32 buffer, int64 beyond 2^31 entries); delta: (n_mask,) fp32 Parameter,
     zero at init so W == W0 bitwise. Entries outside the mask are copied from W0.
     """
 
     def __init__(self, mask: torch.Tensor):
         super().__init__()
-        self.register_buffer("indices", mask.reshape(-1).nonzero().squeeze(1))
+        idx = mask.reshape(-1).nonzero().squeeze(1)
+        # int32 positions halve the memory of int64 (a 50M-entry weight fits easily)
+        self.register_buffer("indices", idx.to(torch.int32) if mask.numel() < 2 ** 31 else idx)
         self.delta = nn.Parameter(torch.zeros(self.indices.numel(), dtype=torch.float32,
                                               device=mask.device))
 

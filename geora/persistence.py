@@ -7,10 +7,12 @@
 
 Folder written by `save_adapter` (atomically: a temp folder renamed into place):
 - geora_adapter.json: method, kind, rank, alpha, rho, targets, options;
-- residual methods (geora*, pissa, milora): PEFT's adapter_config.json +
-  adapter_model.safetensors (trained A, B) and init_factors.safetensors (A0, B0 per module;
-  on reload the residual W - s B0 A0 is formed from the ORIGINAL weights, no SVD: PEFT's
-  own PiSSA reload re-runs the SVD, which a randomized SVD would silently change);
+- residual methods (geora*, pissa, milora): adapter_on_residual/ (PEFT's files for the
+  trained A, B; valid only on the residual base, hence kept out of the top folder so that
+  a plain PEFT load of the folder fails loudly instead of silently using the wrong base)
+  and init_factors.safetensors (A0, B0 per module; on reload the residual W - s B0 A0 is
+  formed from the ORIGINAL weights, no SVD: PEFT's own PiSSA reload re-runs the SVD, which
+  a randomized SVD would silently change);
 - lora / dora / adalora: PEFT's own files;
 - sparseft: sparse_delta.safetensors (flat indices + fp32 deltas per module);
 - fullft: model.safetensors (every parameter: all of them train, and the original is not
@@ -37,6 +39,7 @@ META_FILE = "geora_adapter.json"
 INIT_FILE = "init_factors.safetensors"
 SPARSE_FILE = "sparse_delta.safetensors"
 FULL_FILE = "model.safetensors"
+RESIDUAL_SUBDIR = "adapter_on_residual"
 STATS_FILE = "mask_stats.json"
 FORMAT_VERSION = 1
 
@@ -90,11 +93,12 @@ def save_adapter(model: nn.Module, out_dir, *, overwrite: bool = False) -> Path:
     """Write what `model` (from prepare_model or load_adapter) trained to `out_dir`."""
     state = _state(model)
     with atomic_dir(out_dir, overwrite) as tmp:
-        if state.kind in ("residual", "peft"):
+        if state.kind == "peft":
             model.save_pretrained(tmp, selected_adapters=[surgery.ADAPTER])
-            if state.kind == "residual":
-                save_file({f"{n}.{k}": t.contiguous() for n, f in state.init_factors.items()
-                           for k, t in f.items()}, str(tmp / INIT_FILE))
+        elif state.kind == "residual":
+            model.save_pretrained(tmp / RESIDUAL_SUBDIR, selected_adapters=[surgery.ADAPTER])
+            save_file({f"{n}.{k}": t.contiguous() for n, f in state.init_factors.items()
+                       for k, t in f.items()}, str(tmp / INIT_FILE))
         elif state.kind == "sparse":
             tensors = {}
             for name in state.targets:
@@ -156,16 +160,17 @@ def load_adapter(base_model: nn.Module, adapter_dir, *, is_trainable: bool = Fal
         base_model.requires_grad_(False)
         for name in targets:
             module = base_model.get_submodule(name)
-            idx = tensors[f"{name}.indices"].to(module.weight.device)
-            mask = torch.zeros(module.weight.numel(), dtype=torch.bool,
-                               device=idx.device).index_fill_(0, idx, True)
+            idx = tensors[f"{name}.indices"].to(module.weight.device).long()
+            mask = torch.zeros(module.weight.numel(), dtype=torch.bool, device=idx.device)
+            mask[idx] = True
             delta = surgery.install_mask(module, mask.view_as(module.weight))
             with torch.no_grad():
                 delta.delta.copy_(tensors[f"{name}.values"])
             delta.delta.requires_grad_(is_trainable)
         surgery.set_state(base_model, state)
         return base_model
-    model = PeftModel.from_pretrained(base_model, str(adir), is_trainable=is_trainable)
+    peft_dir = adir / RESIDUAL_SUBDIR if kind == "residual" else adir
+    model = PeftModel.from_pretrained(base_model, str(peft_dir), is_trainable=is_trainable)
     if kind == "residual":
         init = load_file(str(adir / INIT_FILE))
         with torch.no_grad():

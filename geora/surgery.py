@@ -193,17 +193,19 @@ def install_masked_deltas(model: nn.Module, names: list[str],
     """Freeze the model, then make each target's weight W0 + scatter(delta) over
     mask_fn(W, where=name) (see baselines/sparseft.py). Returns per-module
     {"n", "count_trained", "frac_trained"}."""
-    masks = {}
-    for name in tqdm(names, desc="sparseft masks", disable=not progress, unit="module"):
-        weight = model.get_submodule(name).weight.detach()
-        w = weight if svd_device is None else weight.to(svd_device)
-        masks[name] = mask_fn(w, where=f"module {name!r}").to(weight.device)
+    # Inputs were validated beforehand; masks are built and installed one module at a
+    # time so that no more than one module's mask is held at once.
     model.requires_grad_(False)
     stats = {}
-    for name, mask in masks.items():
-        install_mask(model.get_submodule(name), mask)
+    for name in tqdm(names, desc="sparseft masks", disable=not progress, unit="module"):
+        module = model.get_submodule(name)
+        weight = module.weight.detach()
+        w = weight if svd_device is None else weight.to(svd_device)
+        mask = mask_fn(w, where=f"module {name!r}").to(weight.device)
+        install_mask(module, mask)
         stats[name] = {"n": mask.numel(), "count_trained": int(mask.sum()),
-                       "frac_trained": float(mask.float().mean())}
+                       "frac_trained": int(mask.sum()) / mask.numel()}
+        del mask, w
     return stats
 
 

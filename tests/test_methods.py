@@ -189,3 +189,22 @@ def test_kl_reference_copy_is_the_original_model(tiny_input_ids):
         assert (model(tiny_input_ids).logits - ref).abs().max() <= 1e-5
         model.set_adapter("default")
         assert (model(tiny_input_ids).logits - ref).abs().max() > 1e-3
+
+
+def test_svd_device_option_same_init(tiny_input_ids):
+    a = prepare("geora", svd_device="cpu")
+    b = prepare("geora")
+    name = get_state(a).targets[5]
+    assert torch.equal(lora_layer(a, name).lora_B["default"].weight,
+                       lora_layer(b, name).lora_B["default"].weight)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["geora", "milora", "sparseft"])
+def test_factorise_on_cuda_write_back_on_cpu(method, tiny_input_ids):
+    with torch.no_grad():
+        ref = build_tiny_qwen3()(tiny_input_ids).logits
+        model = prepare(method, svd_device="cuda").eval()
+        assert all(p.device.type == "cpu" for p in model.parameters())
+        assert (model(tiny_input_ids).logits - ref).abs().max() <= 1e-5

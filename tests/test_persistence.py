@@ -74,6 +74,25 @@ def test_save_load_export_merge_reproduce(method, tiny_input_ids, tmp_path, monk
     assert (logits(merged, tiny_input_ids) - out).abs().max() <= 1e-4
 
 
+def test_residual_save_is_not_a_plain_peft_folder(tmp_path):
+    """PEFT's files for A, B are valid only on W_res: a plain PEFT load must fail loudly."""
+    geora.save_adapter(trained("geora"), tmp_path / "a")
+    with pytest.raises(ValueError):
+        PeftModel.from_pretrained(build_tiny_qwen3(), str(tmp_path / "a"))
+
+
+def test_bf16_round_trip(tiny_input_ids, tmp_path):
+    base = lambda: build_tiny_qwen3().to(torch.bfloat16)   # noqa: E731
+    model = geora.prepare_model(base(), "geora")
+    layer = model.base_model.model.model.layers[0].mlp.up_proj
+    assert layer.base_layer.weight.dtype == torch.bfloat16
+    assert layer.lora_A["default"].weight.dtype == torch.float32    # PEFT's autocast
+    geora.save_adapter(model, tmp_path / "a")
+    loaded = geora.load_adapter(base(), tmp_path / "a")
+    for (n, p), (_, q) in zip(model.named_parameters(), loaded.named_parameters()):
+        assert torch.equal(p, q), n                                  # residual rebuilt bitwise
+
+
 def test_reloaded_adapter_saves_again(tiny_input_ids, tmp_path):
     model = trained("geora")
     out = logits(model, tiny_input_ids)
