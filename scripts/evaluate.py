@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -22,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
 log = logging.getLogger("geora.evaluate")
+# As in run.py: conf/hydra/launcher/*.yaml share names with the launchers' schemas.
+warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema")
 
 
 def _device(name: str) -> str:
@@ -50,9 +53,12 @@ def _run_target(run_dir: Path):
 
 def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, float]:
     """Score what `cfg` names; write results into out_dir (or <run_dir>/evaluate/<eval>)."""
-    from geora.evaluation import evaluate_in_memory, evaluate_pretrained
+    from geora.evaluation import (EvalSettings, build_specs, evaluate_in_memory,
+                                  evaluate_pretrained)
     from geora.models import load_model, resolve_model_dir
 
+    # Bad settings, refused code execution and missing data fail here, before any loading.
+    build_specs(EvalSettings.from_config(cfg.eval))
     device = _device(str(cfg.device))
     model_cfg, export, adapter = cfg.model, None, None
     if cfg.get("run_dir"):
@@ -94,8 +100,16 @@ def main(cfg: DictConfig) -> None:
     if not cfg.eval.tasks:
         print(f"eval={cfg.eval.name} has no tasks: nothing to do")
         return
+    from geora.evaluation import CodeExecutionRefused, DatasetUnavailableError
+    from geora.models import HubUnavailableError
+
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    scores = evaluate(cfg, out_dir)
+    try:
+        scores = evaluate(cfg, out_dir)
+    except (CodeExecutionRefused, DatasetUnavailableError, HubUnavailableError,
+            FileNotFoundError, ValueError) as e:  # explained in one line: no traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     where = (Path(str(cfg.run_dir)).resolve() / "evaluate" / str(cfg.eval.name)
              if cfg.get("run_dir") else out_dir)
     print(f"== {cfg.eval.name} on {cfg.model.name if not cfg.get('run_dir') else cfg.run_dir} ==")

@@ -214,3 +214,32 @@ def test_run_folder_export_matches_the_live_model(tmp_path):
     script.evaluate(_compose(small + [f"model.local_path={base_dir}", "model.bundled=null"]),
                     tmp_path / "base_eval")
     assert _completions(tmp_path / "base_eval") != from_export
+
+
+MICRO_DIR = Path(__file__).parents[1] / "geora" / "assets" / "micro"
+
+
+@pytest.mark.skipif(not (MICRO_DIR / "config.json").is_file(), reason="micro weights not bundled")
+def test_micro_eval_on_bundled_model_is_in_band(tmp_path):
+    """`eval=micro` on the bundled model: the micro band (greedy math 20-60% on the 200 test
+    items, each probe >= 80%), in seconds on the CPU, with identical scores on a rerun."""
+    import time
+
+    from omegaconf import OmegaConf
+
+    from geora.evaluation import evaluate_in_memory
+    from geora.models import load_model
+
+    root = Path(__file__).parents[1] / "conf"
+    model, tok = load_model(OmegaConf.load(root / "model" / "micro.yaml"))
+    eval_cfg = OmegaConf.load(root / "eval" / "micro.yaml")
+    t0 = time.perf_counter()
+    scores = evaluate_in_memory(model, tok, eval_cfg, tmp_path)
+    wall = time.perf_counter() - t0
+    assert 20.0 <= scores["micro_math"] <= 60.0, scores
+    assert scores["micro_reverse"] >= 80.0 and scores["micro_sort"] >= 80.0, scores
+    assert wall < 60, wall  # run.py evaluates twice inside a 5-minute budget
+    n = json.loads((tmp_path / "results.json").read_text())["n_samples"]
+    assert n["geora_micro_math"]["effective"] == 200 and n["geora_micro_sort"]["effective"] == 100
+    rerun = OmegaConf.merge(eval_cfg, {"log_samples": False})
+    assert evaluate_in_memory(model, tok, rerun, None) == scores
