@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a sourc
 
 log = logging.getLogger("geora.evaluate")
 # As in run.py: conf/hydra/launcher/*.yaml share names with the launchers' schemas.
-warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema")
+warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")
 
 
 def _device(name: str) -> str:
