@@ -135,6 +135,16 @@ def test_code_execution_needs_the_option():
         task_utils.process_humaneval({"test": "", "entry_point": "f"}, [["def f(): pass"]])
 
 
+def test_code_runs_in_a_subprocess_with_a_timeout(monkeypatch):
+    from geora.evaluation.execution import passes
+
+    monkeypatch.setenv("HF_ALLOW_CODE_EVAL", "1")
+    assert passes("assert sorted([2, 1]) == [1, 2]")
+    assert not passes("assert sorted([2, 1]) == [2, 1]")
+    assert not passes("while True:\n    pass", timeout_s=1.0)
+    assert not passes("import os\nos._exit(3)")
+
+
 def test_missing_hub_data_fails_fast(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub check then answers "unreachable"
     with pytest.raises(DatasetUnavailableError, match=r"math-ai/aime25.*eval\.data_dir"):
