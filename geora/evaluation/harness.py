@@ -228,10 +228,11 @@ def evaluate_pretrained(model_dir: str | Path, eval_cfg: Any, out_dir: str | Pat
     if settings.backend == "hf":
         if adapter_dir is not None:
             args["peft"] = str(adapter_dir)
-    else:  # vllm: the adapter is served as a LoRA on the base
-        if adapter_dir is not None:
-            args["lora_local_path"] = str(adapter_dir)
-            args["enable_lora"] = True
+    elif adapter_dir is not None:  # vllm serves the adapter as a LoRA on the base
+        # vLLM preallocates LoRA slots of max_lora_rank (default 16); residual-method
+        # exports are rank 2r (32 at the paper's r = 16), so pass the adapter's own rank.
+        rank = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"]
+        args |= {"lora_local_path": str(adapter_dir), "max_lora_rank": int(rank)}
     desc = {"source": "directory", "model_dir": str(model_dir), "adapter_dir":
             None if adapter_dir is None else str(adapter_dir), "backend": settings.backend}
     return run_lm(settings.backend, args, settings, out_dir, model_desc=desc, device=device)
