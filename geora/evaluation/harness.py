@@ -112,6 +112,7 @@ def write_results(out_dir: str | Path, settings: EvalSettings, results: Mapping[
         "model": dict(model_desc),
         "lm_eval_config": results.get("config"),
         "versions": _versions(),
+        "git_hash": results.get("git_hash"),
         "wall_s": round(wall_s, 2),
         "sample_files": sample_files,
     }
