@@ -34,6 +34,15 @@ def test_reward(monkeypatch):
     monkeypatch.setitem(rewards.REWARDS, "test_length", length_reward)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """As run.py's cpu_threads=1: tiny matrices, shared cores (see conf/config.yaml)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def config(*overrides):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("config", overrides=TINY + list(overrides))

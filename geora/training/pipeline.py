@@ -149,6 +149,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(str(cfg.device))
+    if device == "cpu" and cfg.get("cpu_threads"):
+        torch.set_num_threads(int(cfg.cpu_threads))
     last_ckpt = prepare_run_dir(cfg, run_dir)
     if cfg.logger.get("mode"):
         os.environ.setdefault("WANDB_MODE", str(cfg.logger.mode))
