@@ -8,7 +8,7 @@
         data=deepmath_103k train=paper device=auto
 
 Each run folder (outputs/<model>/<data>/<method>/seed<seed>, or the sweep's subfolder) gets
-config.yaml, train_log.jsonl, checkpoints/, adapter/, export/, results.json. Running the same
+config.yaml, overrides.yaml, train_log.jsonl, checkpoints/, adapter/, export/, results.json. Running the same
 command again resumes an interrupted run from its last checkpoint and refuses to overwrite a
 finished one (train.overwrite=true to start over). A job that fails writes failure.json and
 results.json (status "failed") into its folder and re-raises: Hydra's launcher still runs the
@@ -87,7 +87,7 @@ def main(cfg: DictConfig) -> float | None:
         return RunError(f"{type(e).__name__}: {e}")
 
     try:
-        res = train(cfg, run_dir)
+        res = train(cfg, run_dir, overrides=list(hc.overrides.task))
     except RunExistsError as e:  # the folder belongs to another (finished) run: leave it alone
         raise explained(e) from None
     except (HubUnavailableError, FileNotFoundError, ValueError) as e:

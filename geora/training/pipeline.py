@@ -136,8 +136,9 @@ def _method_kwargs(method: DictConfig) -> dict:
     return kw
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> dict:
-    """Runs one experiment in `run_dir` and returns what it writes to results.json."""
+def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None) -> dict:
+    """Runs one experiment in `run_dir` and returns what it writes to results.json.
+    `overrides` (the command line's, from run.py) are kept in overrides.yaml."""
     import geora
     from transformers import set_seed
 
@@ -152,6 +153,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     if device == "cpu" and cfg.get("cpu_threads"):
         torch.set_num_threads(int(cfg.cpu_threads))
     last_ckpt = prepare_run_dir(cfg, run_dir)
+    if overrides is not None:
+        rd.atomic_write_text(run_dir / "overrides.yaml", OmegaConf.to_yaml(list(overrides)))
     if cfg.logger.get("mode"):
         os.environ.setdefault("WANDB_MODE", str(cfg.logger.mode))
         os.environ.setdefault("WANDB_PROJECT", str(cfg.logger.project))
