@@ -97,6 +97,8 @@ def main(cfg: DictConfig) -> float | None:
         record_failure(run_dir, cfg, e)
         log.exception(f"run failed; recorded in {run_dir}/failure.json")
         raise
+    if "train" not in res:  # a non-main process of a multi-GPU run
+        return None
     print(summary(res), flush=True)
     return res["train"]["reward_end"]
 

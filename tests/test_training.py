@@ -154,3 +154,18 @@ def test_pipeline_fills_the_run_folder(tmp_path):
     for name in ("config.yaml", "train_log.jsonl", "adapter", "export"):
         assert (tmp_path / name).exists(), name
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary leftovers
+
+
+def test_vllm_needs_the_gpu_extra_and_batches_must_split():
+    from geora.training.grpo import grpo_config, per_device_batch
+
+    cfg = config("train.use_vllm=true")
+    with pytest.raises(RuntimeError, match=r"train.use_vllm=true needs vLLM.*\.\[gpu\]"):
+        grpo_config(cfg.train, output_dir="unused", seed=0, device="cpu", report_to=[])
+    cfg = config()
+    assert per_device_batch(cfg.train, 1) == 8  # 2 prompts x 4 completions
+    with pytest.raises(ValueError, match="do not split"):
+        per_device_batch(cfg.train, 3)
+    args = grpo_config(cfg.train, output_dir="unused", seed=0, device="cpu", report_to=[])
+    assert (args.use_cpu, args.bf16, args.gradient_checkpointing) == (True, False, False)
+    assert args.learning_rate == cfg.method.learning_rate and args.max_steps == 2

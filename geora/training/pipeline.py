@@ -27,10 +27,13 @@ RESUME_FREE_KEYS = ("train.overwrite", "train.resume", "device", "logger")
 
 
 def resolve_device(name: str) -> str:
+    """"auto" -> cuda if available else cpu; under accelerate/torchrun, cuda -> this process's GPU."""
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name!r} but torch sees no CUDA device; use device=cpu or auto")
+        raise ValueError(f"device={name!r} but torch sees no CUDA device; use device=cpu or auto")
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return name
 
 
@@ -166,7 +169,10 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
 
     before_path = run_dir / "eval_before.json"
     eval_before = rd.read_json(before_path) if last_ckpt else None
-    if eval_before is None and cfg.eval_before and cfg.eval.get("tasks"):
+    # Under `accelerate launch` every process runs this function; only the main one
+    # evaluates and writes the run's files (the Trainer itself saves checkpoints once).
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main and eval_before is None and cfg.eval_before and cfg.eval.get("tasks"):
         eval_before = _evaluate(model, tokenizer, cfg, run_dir / "eval_before")
         rd.atomic_write_json(before_path, eval_before)
 
@@ -186,6 +192,8 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
     unchanged = frozen_unchanged(model, snapshot) if snapshot is not None else None
     if hasattr(model, "peft_config") and "ref" in model.peft_config:
         model.delete_adapter("ref")  # TRL's frozen KL-reference copy: not part of the result
+    if not main:
+        return {"status": "finished", "rank": int(os.environ["RANK"])}
 
     # Both write into a temporary sibling folder and rename it when complete (atomic).
     geora.save_adapter(model, run_dir / "adapter", overwrite=True)
