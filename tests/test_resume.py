@@ -80,3 +80,25 @@ def test_sigkill_then_resume_then_refuse(tmp_path):
     assert "finished run" in again.stderr and str(run_dir) in again.stderr
     assert "train.overwrite=true" in again.stderr
     assert (run_dir / "results.json").stat().st_mtime_ns == stamp
+
+
+def test_unfinished_run_with_another_config_is_refused(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from geora.training.pipeline import prepare_run_dir
+    from geora.training.rundir import RunExistsError, atomic_write_json, run_state
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["train.max_steps=5"])
+        other = compose("config", overrides=["train.max_steps=5", "method.learning_rate=1e-3"])
+        same_but_free = compose("config", overrides=["train.max_steps=5", "device=auto"])
+        fresh = compose("config", overrides=["train.max_steps=5", "method.learning_rate=1e-3",
+                                             "train.overwrite=true"])
+    assert prepare_run_dir(cfg, tmp_path) is None and run_state(tmp_path) == "partial"
+    with pytest.raises(RunExistsError, match=r"another config \(method.learning_rate: 0.0005 -> 0.001"):
+        prepare_run_dir(other, tmp_path)
+    assert prepare_run_dir(same_but_free, tmp_path) is None  # device is free to change
+    atomic_write_json(tmp_path / "results.json", {"status": "finished"})
+    with pytest.raises(RunExistsError, match="finished run"):
+        prepare_run_dir(cfg, tmp_path)
+    assert prepare_run_dir(fresh, tmp_path) is None and not (tmp_path / "results.json").exists()
