@@ -8,19 +8,18 @@
         data=deepmath_103k train=paper device=auto
 
 Each run folder (outputs/<model>/<data>/<method>/seed<seed>, or the sweep's subfolder) gets
-config.yaml, overrides.yaml, train_log.jsonl, checkpoints/, adapter/, export/, results.json. Running the same
-command again resumes an interrupted run from its last checkpoint and refuses to overwrite a
+config.yaml, overrides.yaml, train_log.jsonl, checkpoints/, adapter/, export/, eval/ and
+results.json. Running the same command again resumes an interrupted run from its last checkpoint and refuses to overwrite a
 finished one (train.overwrite=true to start over). A job that fails writes failure.json and
 results.json (status "failed") into its folder and re-raises: Hydra's launcher still runs the
 sweep's other jobs, and the command exits non-zero.
 """
 from __future__ import annotations
 
-import logging
-import warnings
-
 import hashlib
+import logging
 import sys
+import warnings
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
