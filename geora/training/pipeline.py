@@ -11,6 +11,7 @@ a checkpoint is loaded, so W_res (which no checkpoint stores) is the same bits a
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 import traceback
@@ -21,6 +22,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from geora.training import rundir as rd
+
+log = logging.getLogger(__name__)
 
 # Keys that may differ between the first start of a run and its resumption.
 RESUME_FREE_KEYS = ("train.overwrite", "train.resume", "device", "logger")
@@ -163,6 +166,10 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
         os.environ.setdefault("WANDB_PROJECT", str(cfg.logger.project))
         os.environ.setdefault("WANDB_DIR", str(run_dir))
 
+    if cfg.method.name == "fullft" and str(cfg.model.dtype) in ("bfloat16", "bf16", "float16", "fp16"):
+        log.warning("fullft on %s weights: AdamW steps of lr %s are mostly rounded away in 16-bit; "
+                    "model.dtype=float32 keeps fp32 master weights (train.bf16=true autocasts)",
+                    cfg.model.dtype, cfg.train.learning_rate)
     set_seed(int(cfg.seed))
     model, tokenizer = load_model(cfg.model, device=device)
     train_ds, _test_ds = load_data(cfg.data)
