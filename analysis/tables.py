@@ -41,7 +41,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def collect_runs(*roots: str | Path) -> pd.DataFrame:
-    """One row per results.json under `roots`: method, model, data, seed, status, train.*,
+    """One row per run folder (a results.json with a method and a status) under `roots`: method, model, data, seed, status, train.*,
     eval.<task>, eval_before.<task>, run_dir."""
     rows = []
     for root in roots:
@@ -50,6 +50,8 @@ def collect_runs(*roots: str | Path) -> pd.DataFrame:
             raise FileNotFoundError(f"no such folder of runs: {root}")
         for path in sorted(root.rglob("results.json")):
             rec = json.loads(path.read_text(encoding="utf-8"))
+            if "method" not in rec or "status" not in rec:
+                continue  # an evaluation's own results.json inside a run folder, not a run
             row = _flatten(rec)
             row["run_dir"] = str(path.parent)
             rows.append(row)

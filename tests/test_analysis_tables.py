@@ -67,3 +67,11 @@ def test_figures_from_runs(tmp_path):
     figures_main([str(runs), "--out", str(tmp_path / "fig"), "--window", "2"])
     for name in ("reward_curves.png", "eval_scores.png"):
         assert (tmp_path / "fig" / name).stat().st_size > 1000
+
+
+def test_evaluation_results_inside_a_run_are_not_runs(tmp_path):
+    _write_run(tmp_path, "geora", 0, {"aime24": 20.0})
+    ev = tmp_path / "qwen3_8b" / "geora" / "seed0" / "eval"
+    ev.mkdir()
+    (ev / "results.json").write_text(json.dumps({"scores": {"aime24": 20.0}}))
+    assert len(collect_runs(tmp_path)) == 1
