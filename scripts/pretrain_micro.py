@@ -172,13 +172,16 @@ def evaluate(model, tok, recs_by_task: dict[str, list[dict]], *, pass_k: int = 0
     return res
 
 
-def choose(history: list[dict], target: float, probe_min: float) -> dict:
-    """The checkpoint nearest `target` math accuracy among those with every probe >= probe_min."""
-    ok = [h for h in history if all(h["select"][t] >= probe_min for t in TASKS if t != "math")]
-    if not ok:
-        raise RuntimeError(f"no checkpoint reached {probe_min:.0%} on every probe: "
-                           f"{[(h['step'], h['select']) for h in history]}")
-    return min(ok, key=lambda h: abs(h["select"]["math"] - target))
+def choose(history: list[dict], target: float, lo: float, hi: float, probe_min: float) -> dict:
+    """Among checkpoints with selection math accuracy in [lo, hi], the one with the best
+    worst probe (probes are learnt last), ties broken by closeness to `target`; its worst
+    probe must reach `probe_min`."""
+    band = [h for h in history if lo <= h["select"]["math"] <= hi]
+    worst = lambda h: min(h["select"][t] for t in TASKS if t != "math")  # noqa: E731
+    if not band or worst(best := max(band, key=lambda h: (worst(h), -abs(h["select"]["math"] - target)))) < probe_min:
+        raise RuntimeError(f"no checkpoint with math in [{lo}, {hi}] reached {probe_min:.0%} on "
+                           f"every probe: {[(h['step'], h['select']) for h in history]}")
+    return best
 
 
 def git_state() -> dict:
@@ -222,7 +225,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--target", type=float, default=0.40, help="math accuracy to aim for")
     ap.add_argument("--stop-above", type=float, default=0.60,
                     help="stop once selection math accuracy passes this (SFT only climbs)")
-    ap.add_argument("--probe-min", type=float, default=0.85)
+    ap.add_argument("--math-band", type=float, nargs=2, default=[0.25, 0.55], metavar=("LO", "HI"),
+                    help="selection math accuracy a kept checkpoint must lie in")
+    ap.add_argument("--probe-min", type=float, default=0.80)
+    ap.add_argument("--max-steps", type=int, default=1100,
+                    help="stop here (the lr schedule still spans --steps); past it math leaves the band")
+    ap.add_argument("--eval-from", type=int, default=700,
+                    help="first step to score (earlier checkpoints are far below the band)")
     ap.add_argument("--test-n", type=int, default=200)
     ap.add_argument("--pass-k", type=int, default=8)
     # One thread, measured on a 2-core machine shared with other jobs: a batch-32 step took
@@ -263,18 +272,19 @@ def main(argv: list[str] | None = None) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+        last = step + 1 == min(args.steps, args.max_steps)
+        if ((step + 1) % args.eval_every == 0 and step + 1 >= args.eval_from) or last:
             sel = evaluate(model, tok, select)
             history.append({"step": step + 1, "loss": loss.item(), "select": sel,
                             "state": copy.deepcopy(model.state_dict())})
             print(f"step {step + 1:5d}  loss {loss.item():.3f}  {time.time() - t_train:6.0f}s  "
                   f"select: math {sel['math']:.2f} (by level {' '.join(f'{v:.2f}' for v in sel['math_by_difficulty'].values())}) "
                   f"reverse {sel['reverse']:.2f} sort {sel['sort']:.2f}", flush=True)
-            if sel["math"] > args.stop_above:
+            if sel["math"] > args.stop_above or last:
                 break
     train_s = time.time() - t_train
 
-    best = choose(history, args.target, args.probe_min)
+    best = choose(history, args.target, *args.math_band, args.probe_min)
     model.load_state_dict(best["state"])
     test = {t: make_split(t, "test", args.test_n, seed=0) for t in TASKS}
     final = evaluate(model, tok, test, pass_k=args.pass_k, seed=args.seed)
