@@ -1,6 +1,7 @@
 # make install: create .venv (if missing) and install the project with the tested pins.
 # make test:    install, then the whole test suite (slow/GPU tests skipped).
-# make demo:    install, then `python run.py` (the micro RLVR study on the CPU).
+# make demo:    install, then `python run.py` (the micro RLVR study on the CPU), started afresh
+#               each time (train.overwrite=true: the demo folder is replaced).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -25,7 +26,7 @@ test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
 demo: install
-	$(BIN)/python run.py
+	$(BIN)/python run.py train.overwrite=true
 
 clean:
 	rm -rf outputs multirun .pytest_cache
