@@ -197,8 +197,8 @@ def write_model_dir(model, tok, out: Path, summary: dict) -> None:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.generation_config = GenerationConfig(
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, do_sample=False,
-        max_new_tokens=128)
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, do_sample=False)
+    # No max_new_tokens here: it would override the callers' own limits (lm-eval's max_gen_toks).
     model.save_pretrained(tmp)
     save_tokenizer(tok, str(tmp))
     (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
