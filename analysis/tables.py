@@ -40,6 +40,21 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+# Hyperparameters that tell runs of one method apart; read from the run's resolved config.
+HYPERPARAMETERS = {"lr": ("train", "learning_rate"), "rank": ("method", "rank"),
+                   "rho": ("method", "rho")}
+
+
+def _hyperparameters(config_path: Path) -> dict:
+    if not config_path.is_file():
+        return {}
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(config_path)
+    return {name: OmegaConf.select(cfg, ".".join(keys), default=None)
+            for name, keys in HYPERPARAMETERS.items()}
+
+
 def collect_runs(*roots: str | Path) -> pd.DataFrame:
     """One row per run folder (a results.json with a method and a status) under `roots`: method, model, data, seed, status, train.*,
     eval.<task>, eval_before.<task>, run_dir."""
@@ -53,20 +68,22 @@ def collect_runs(*roots: str | Path) -> pd.DataFrame:
             if "method" not in rec or "status" not in rec:
                 continue  # an evaluation's own results.json inside a run folder, not a run
             row = _flatten(rec)
+            row.update(_hyperparameters(path.parent / "config.yaml"))
             row["run_dir"] = str(path.parent)
             rows.append(row)
     return pd.DataFrame(rows)
 
 
 def summary_table(runs: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
-    """Finished runs grouped by (model, data, method): mean of each metric over seeds, and n."""
+    """Finished runs grouped by (model, data, method, lr, rank, rho): mean of each metric over seeds, and n."""
     done = runs[runs.get("status", "finished") == "finished"] if "status" in runs else runs
     if metrics is None:
         metrics = [c for c in done.columns if c.startswith(("eval.", "eval_before."))
                    or c in ("train.reward_start", "train.reward_end", "train.step_time_s",
                             "train.peak_memory_gib", "train.trainable_params")]
     numeric = done[metrics].apply(pd.to_numeric, errors="coerce")
-    grouped = numeric.groupby([done["model"], done["data"], done["method"]])
+    keys = [done[k].fillna("-") for k in ("model", "data", "method", *HYPERPARAMETERS) if k in done]
+    grouped = numeric.groupby(keys)
     table = grouped.mean()
     table["n_seeds"] = grouped.size()
     return table

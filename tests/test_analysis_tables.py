@@ -75,3 +75,12 @@ def test_evaluation_results_inside_a_run_are_not_runs(tmp_path):
     ev.mkdir()
     (ev / "results.json").write_text(json.dumps({"scores": {"aime24": 20.0}}))
     assert len(collect_runs(tmp_path)) == 1
+
+
+def test_runs_of_one_method_with_different_learning_rates_stay_apart(tmp_path):
+    for seed, lr in ((0, 1e-4), (1, 5e-4)):
+        _write_run(tmp_path, "pissa", seed, {"aime24": 10.0 * (seed + 1)})
+        run = tmp_path / "qwen3_8b" / "pissa" / f"seed{seed}"
+        (run / "config.yaml").write_text(f"train:\n  learning_rate: {lr}\nmethod:\n  rank: 16\n  rho: 0.2\n")
+    table = summary_table(collect_runs(tmp_path))
+    assert len(table) == 2 and sorted(table["eval.aime24"]) == [10.0, 20.0]
