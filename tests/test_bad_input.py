@@ -13,13 +13,6 @@ from geora.init import geora_init
 from tests.conftest import build_tiny_qwen3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def w(shape=(16, 24)):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(0))

@@ -12,13 +12,6 @@ import torch
 from geora.init import geora_init
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def weight(shape=(48, 80), seed=0, dtype=torch.float32):
     return (torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * 0.05).to(dtype)

@@ -13,15 +13,6 @@ from geora import linalg
 from geora.init import geora_masks
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny linear algebra is faster on one thread, and the CPU is shared
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 

@@ -20,13 +20,6 @@ RESIDUAL = ["geora", "geora_random_r", "geora_tail_r", "geora_wo_spec", "geora_w
 ADAPTER_KEYS = ("lora_A", "lora_B", "lora_E", "lora_magnitude_vector")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def prepare(method, **kw):
     if method == "adalora":

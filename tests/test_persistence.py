@@ -17,13 +17,6 @@ from tests.conftest import build_tiny_qwen3
 from tests.test_methods import ALL, prepare
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def trained(method):
     """A prepared model whose trainable parameters moved (as training would)."""

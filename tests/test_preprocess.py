@@ -21,13 +21,6 @@ from tests.conftest import build_tiny_qwen3
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_help_explains_itself():
     res = subprocess.run([sys.executable, "-m", "geora.preprocess", "--help"], cwd=ROOT,

@@ -24,14 +24,6 @@ TINY_TRAIN = ["train.num_generations=2", "train.prompts_per_step=2", "train.max_
               "train.logging_steps=1", "data.train_size=64", "data.test_size=2", "eval=none"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """As run.py's cpu_threads=1: tiny matrices, shared cores (see conf/config.yaml)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def command(run_dir, *extra):
     return [sys.executable, str(ROOT / "run.py"), "method=geora", "method.rank=4",

@@ -211,7 +211,7 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
         export = f"none: {e}"
 
     eval_after = _evaluate(model, tokenizer, cfg, run_dir / "eval")
-    log = rd.read_log(run_dir / "train_log.jsonl")
+    train_log = rd.read_log(run_dir / "train_log.jsonl")
     times = sorted(stats.step_times)
     results = {
         "status": "finished",
@@ -219,7 +219,7 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
         "seed": int(cfg.seed), "run_dir": str(run_dir),
         "train": {
             "steps": int(out.global_step), "max_steps": int(cfg.train.max_steps),
-            "resumed_from": last_ckpt, **reward_windows(log),
+            "resumed_from": last_ckpt, **reward_windows(train_log),
             "step_time_s": times[len(times) // 2] if times else None,
             "train_runtime_s": float(out.metrics.get("train_runtime", 0.0)),
             "peak_memory_gib": StepStats.peak_memory_gib(device),
