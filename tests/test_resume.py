@@ -46,9 +46,14 @@ def test_residual_preparation_is_deterministic():
     assert any(not torch.equal(p, bases[0][n]) for n, p in other.named_parameters() if n in bases[0])
 
 
+STEPS = 60
+
+
 def test_sigkill_then_resume_then_refuse(tmp_path):
     run_dir = tmp_path / "run"
-    cmd = command(run_dir, "train.max_steps=12", "train.save_steps=3")
+    # Enough steps after the first checkpoint that the kill always lands mid-run, however
+    # fast the machine (tiny steps take a few ms each).
+    cmd = command(run_dir, f"train.max_steps={STEPS}", "train.save_steps=3")
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     ckpt = run_dir / "checkpoints" / "checkpoint-3" / "trainer_state.json"
@@ -62,17 +67,17 @@ def test_sigkill_then_resume_then_refuse(tmp_path):
     proc.wait()
     assert not (run_dir / "results.json").exists()
     steps_before = max(r["step"] for r in map(json.loads, (run_dir / "train_log.jsonl").read_text().splitlines()))
-    assert steps_before < 12
+    assert steps_before < STEPS
 
     # The same command continues from the last checkpoint and ends at the same step count.
     done = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     res = json.loads((run_dir / "results.json").read_text())
-    assert res["status"] == "finished" and res["train"]["steps"] == 12
+    assert res["status"] == "finished" and res["train"]["steps"] == STEPS
     assert res["train"]["resumed_from"] and "checkpoint-" in res["train"]["resumed_from"]
     assert res["train"]["frozen_unchanged"] is True  # loading the checkpoint kept W_res intact
     logged = sorted({json.loads(l)["step"] for l in (run_dir / "train_log.jsonl").read_text().splitlines()})
-    assert logged[-1] == 12
+    assert logged[-1] == STEPS
 
     # A finished run is never overwritten silently.
     stamp = (run_dir / "results.json").stat().st_mtime_ns
