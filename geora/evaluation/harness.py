@@ -17,41 +17,17 @@ import contextlib
 import functools
 import json
 import logging
-import os
-import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
 from geora.evaluation.catalog import TASKS_DIR, task_info
+from geora.fileio import atomic_write_text, package_versions
 from geora.evaluation.settings import EvalSettings
 from geora.evaluation.specs import build_specs, environment
 
 log = logging.getLogger(__name__)
 PACKAGES = ("lm-eval", "transformers", "torch", "peft", "datasets", "math-verify", "vllm")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _versions() -> dict[str, str | None]:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def _sample_line(s: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +72,7 @@ def write_results(out_dir: str | Path, settings: EvalSettings, results: Mapping[
     if settings.log_samples:
         for task, rows in samples.items():
             path = out_dir / f"samples_{task}.jsonl"
-            _atomic_write(path, "".join(json.dumps(_sample_line(r), default=str) + "\n"
+            atomic_write_text(path, "".join(json.dumps(_sample_line(r), default=str) + "\n"
                                         for r in rows))
             sample_files[task] = path.name
     in_domain = {t: scores[t] for t in settings.tasks if t in settings.in_domain}
@@ -111,13 +87,13 @@ def write_results(out_dir: str | Path, settings: EvalSettings, results: Mapping[
         "eval": settings.as_dict(),
         "model": dict(model_desc),
         "lm_eval_config": results.get("config"),
-        "versions": _versions(),
+        "versions": package_versions(PACKAGES),
         "git_hash": results.get("git_hash"),
         "wall_s": round(wall_s, 2),
         "sample_files": sample_files,
     }
     path = out_dir / "results.json"
-    _atomic_write(path, json.dumps(summary, indent=2, default=str) + "\n")
+    atomic_write_text(path, json.dumps(summary, indent=2, default=str) + "\n")
     return path
 
 

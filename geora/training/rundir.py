@@ -14,13 +14,13 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+
 
 from transformers import TrainerCallback
+
+from geora.fileio import atomic_write_json, atomic_write_text, package_versions  # noqa: F401 (re-exported)
 
 PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "hydra-core",
             "omegaconf", "lm-eval", "math-verify", "vllm", "deepspeed", "geora")
@@ -29,25 +29,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 class RunExistsError(RuntimeError):
     """The run folder holds a finished run (or one with another config) and overwrite is off."""
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def read_json(path: str | Path) -> dict | None:
@@ -72,12 +53,7 @@ def env_info(device: str) -> dict:
     """Package versions, git commit and dirty flag, Python, platform and device."""
     import torch
 
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    versions = package_versions(PACKAGES)
     dev = {"type": str(device), "name": platform.processor() or platform.machine(),
            "cpu_count": os.cpu_count()}
     if str(device).startswith("cuda") and torch.cuda.is_available():
