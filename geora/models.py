@@ -26,6 +26,17 @@ class HubUnavailableError(RuntimeError):
     """A model or data set on the hub cannot be reached and is not cached locally."""
 
 
+def resolve_device(name: str) -> str:
+    """"auto" -> cuda if available else cpu; under accelerate/torchrun, cuda -> this process's GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but torch sees no CUDA device; use device=cpu or auto")
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return name
+
+
 def torch_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise ValueError(f"unknown dtype {name!r}; choose one of {sorted(DTYPES)}")

@@ -27,14 +27,6 @@ log = logging.getLogger("geora.evaluate")
 warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def _run_target(run_dir: Path):
     """(model config, export dir or None, adapter dir or None) of a run folder."""
     cfg_path = run_dir / "config.yaml"
@@ -55,11 +47,11 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, float]:
     """Score what `cfg` names; write results into out_dir (or <run_dir>/evaluate/<eval>)."""
     from geora.evaluation import (EvalSettings, build_specs, evaluate_in_memory,
                                   evaluate_pretrained)
-    from geora.models import load_model, resolve_model_dir
+    from geora.models import load_model, resolve_device, resolve_model_dir
 
     # Bad settings, refused code execution and missing data fail here, before any loading.
     build_specs(EvalSettings.from_config(cfg.eval))
-    device = _device(str(cfg.device))
+    device = resolve_device(str(cfg.device))
     model_cfg, export, adapter = cfg.model, None, None
     if cfg.get("run_dir"):
         run_dir = Path(str(cfg.run_dir)).expanduser().resolve()

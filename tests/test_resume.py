@@ -92,7 +92,8 @@ def test_unfinished_run_with_another_config_is_refused(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from geora.training.pipeline import prepare_run_dir
-    from geora.training.rundir import RunExistsError, atomic_write_json, run_state
+    from geora.fileio import atomic_write_json
+    from geora.training.rundir import RunExistsError, run_state
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["train.max_steps=5"])

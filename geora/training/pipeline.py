@@ -21,23 +21,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from geora.fileio import atomic_write_json, atomic_write_text
+from geora.models import resolve_device
 from geora.training import rundir as rd
 
 log = logging.getLogger(__name__)
 
 # Keys that may differ between the first start of a run and its resumption.
 RESUME_FREE_KEYS = ("train.overwrite", "train.resume", "device", "logger")
-
-
-def resolve_device(name: str) -> str:
-    """"auto" -> cuda if available else cpu; under accelerate/torchrun, cuda -> this process's GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but torch sees no CUDA device; use device=cpu or auto")
-    if name == "cuda" and "LOCAL_RANK" in os.environ:
-        name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return name
 
 
 def _comparable(cfg: DictConfig) -> dict:
@@ -94,7 +85,7 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> str | None:
     if last and cfg.train.resume == "never":
         raise rd.RunExistsError(f"{run_dir} has checkpoints but train.resume=never; "
                                 f"pass train.overwrite=true to start again")
-    rd.atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     return last
 
 
@@ -160,7 +151,7 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
         torch.set_num_threads(int(cfg.cpu_threads))
     last_ckpt = prepare_run_dir(cfg, run_dir)
     if overrides is not None:
-        rd.atomic_write_text(run_dir / "overrides.yaml", OmegaConf.to_yaml(list(overrides)))
+        atomic_write_text(run_dir / "overrides.yaml", OmegaConf.to_yaml(list(overrides)))
     if cfg.logger.get("mode"):
         os.environ.setdefault("WANDB_MODE", str(cfg.logger.mode))
         os.environ.setdefault("WANDB_PROJECT", str(cfg.logger.project))
@@ -181,7 +172,7 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
     main = int(os.environ.get("RANK", "0")) == 0
     if main and eval_before is None and cfg.eval_before and cfg.eval.get("tasks"):
         eval_before = _evaluate(model, tokenizer, cfg, run_dir / "eval_before")
-        rd.atomic_write_json(before_path, eval_before)
+        atomic_write_json(before_path, eval_before)
 
     # Deterministic preparation (seeded SVDs / masks): a resumed run rebuilds the same W_res.
     torch.manual_seed(int(cfg.seed))
@@ -231,7 +222,7 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
         "time_s": time.time() - t_start,
         "env": rd.env_info(device),
     }
-    rd.atomic_write_json(run_dir / "results.json", results)
+    atomic_write_json(run_dir / "results.json", results)
     return results
 
 
@@ -241,6 +232,6 @@ def record_failure(run_dir: str | Path, cfg: DictConfig, exc: BaseException) -> 
     info = {"status": "failed", "error_type": type(exc).__name__, "error": str(exc),
             "method": str(cfg.method.name), "model": str(cfg.model.name), "seed": int(cfg.seed),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    rd.atomic_write_json(run_dir / "failure.json",
+    atomic_write_json(run_dir / "failure.json",
                          {**info, "traceback": traceback.format_exception(exc)})
-    rd.atomic_write_json(run_dir / "results.json", info)
+    atomic_write_json(run_dir / "results.json", info)

@@ -1,10 +1,9 @@
-"""The run folder: atomic writes, environment info, the JSON-lines training log, run states.
+"""The run folder: environment info, the JSON-lines training log, run states.
 
 A run folder holds `config.yaml` (resolved), `overrides.yaml`, `train_log.jsonl`, `checkpoints/`,
 `adapter/`, `export/`, `results.json` (written last: its `status` says "finished" or
-"failed") and, for a failed run, `failure.json`. Every file is written to a temporary name
-in the same folder and renamed (os.replace is atomic on POSIX), so a crash never leaves a
-half-written file behind.
+"failed") and, for a failed run, `failure.json`. Every file is written atomically
+(geora.fileio), so a crash never leaves a half-written file behind.
 """
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from geora.fileio import atomic_write_json, atomic_write_text, package_versions  # noqa: F401 (re-exported)
+from geora.fileio import package_versions
 
 PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "hydra-core",
             "omegaconf", "lm-eval", "math-verify", "vllm", "deepspeed", "geora")
