@@ -1,4 +1,5 @@
-"""Small I/O helpers shared by the run folder and the evaluation: atomic writes, versions.
+"""Small I/O helpers shared by the run folder, the evaluation and scripts: atomic writes,
+package versions, the source tree's git state.
 
 Every file a run or an evaluation writes goes to a temporary name in the same folder and is
 renamed into place (os.replace is atomic on POSIX), so a crash never leaves half a file.
@@ -7,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -41,3 +45,14 @@ def package_versions(names: Iterable[str]) -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def git_info(root: Path = REPO_ROOT) -> dict:
+    """{"commit": sha or None, "dirty": bool or None} of the source tree."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}

@@ -25,7 +25,6 @@ import math
 import platform
 import random
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from geora.answers import is_correct, last_boxed  # noqa: E402
+from geora.fileio import git_info  # noqa: E402
 from geora.data.micro import TASKS, make_split  # noqa: E402
 from geora.data.micro_tokenizer import build_tokenizer, save_tokenizer  # noqa: E402
 
@@ -184,12 +184,6 @@ def choose(history: list[dict], target: float, lo: float, hi: float, probe_min: 
     return best
 
 
-def git_state() -> dict:
-    def run(*a):
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain"))}
-
-
 def write_model_dir(model, tok, out: Path, summary: dict) -> None:
     """Write the HF model directory atomically: a sibling temp dir, then a rename."""
     from transformers import GenerationConfig
@@ -301,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
         "test": final, "selection_history": [{k: h[k] for k in ("step", "loss", "select")} for h in history],
         "train_seconds": round(train_s, 1), "total_seconds": round(total_s, 1),
         "threads": torch.get_num_threads(), "machine": platform.platform(),
-        "torch": torch.__version__, "git": git_state(),
+        "torch": torch.__version__, "git": git_info(),
     }
     write_model_dir(model, tok, Path(args.out), summary)
     print(f"wrote {args.out}")

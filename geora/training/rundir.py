@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,11 +18,10 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from geora.fileio import package_versions
+from geora.fileio import git_info, package_versions
 
 PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "hydra-core",
             "omegaconf", "lm-eval", "math-verify", "vllm", "deepspeed", "geora")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class RunExistsError(RuntimeError):
@@ -35,17 +33,6 @@ def read_json(path: str | Path) -> dict | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def git_info(root: Path = REPO_ROOT) -> dict:
-    """{"commit": sha or None, "dirty": bool or None} of the source tree."""
-    def git(*args):
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-    try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
 
 
 def env_info(device: str) -> dict:
