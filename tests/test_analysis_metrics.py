@@ -97,3 +97,88 @@ def test_compare_weights_tabulates_each_matrix():
     assert summarise(df)["s_head_either"] == pytest.approx(row.loc["a.q_proj", "s_head_either"])
     with pytest.raises(KeyError, match="only one"):
         compare_weights(base, {"a.q_proj": base["a.q_proj"]})
+
+
+# ----------------------------------------------------------------- readings and chance levels
+def _gaussian(shape, seed):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _pissa_update(w0, r, scale, seed):
+    """dW = (B0 + dB)(A0 + dA) - B0 A0 on W0's top-r triplets, dA, dB random."""
+    u, s, vh = torch.linalg.svd(w0, full_matrices=False)
+    b0, a0 = u[:, :r] * s[:r].sqrt(), s[:r].sqrt()[:, None] * vh[:r]
+    d_b = scale * _gaussian(b0.shape, seed)
+    d_a = scale * _gaussian(a0.shape, seed + 1)
+    return (b0 + d_b) @ (a0 + d_a) - b0 @ a0
+
+
+def test_chance_levels_match_monte_carlo():
+    """Mean of each reading over i.i.d. Gaussian updates = its closed-form chance level."""
+    shape, k, trials = (48, 24), 4, 300
+    u_k, v_k = m.head_subspace(_gaussian(shape, 0), k)
+    samples = {r: [] for r in m.S_HEAD_READINGS}
+    for t in range(trials):
+        d = _gaussian(shape, 100 + t)
+        basis = m.update_subspace(d, k)
+        for r in m.S_HEAD_READINGS:
+            samples[r].append(m.s_head(d, u_k, v_k, r, update_basis=basis))
+    for r, xs in samples.items():
+        x = torch.tensor(xs)
+        se = float(x.std() / math.sqrt(trials))
+        chance = m.s_head_chance(r, shape, k)
+        assert abs(float(x.mean()) - chance) < 4 * se + 1e-4, (r, float(x.mean()), chance, se)
+    # the closed forms themselves, and that the test can tell readings apart
+    assert m.s_head_chance("either", shape, k) == pytest.approx(1 - (1 - 4 / 48) * (1 - 4 / 24))
+    assert m.s_head_chance("two_sided", shape, k) == pytest.approx(16 / (48 * 24))
+    assert m.s_head_chance("overlap", shape, k) == pytest.approx((4 / 48 + 4 / 24) / 2)
+    assert abs(float(torch.tensor(samples["left"]).mean()) - m.s_head_chance("right", shape, k)) > 0.05
+
+
+def test_the_default_is_the_only_reading_with_pissa_in_the_head(w0):
+    """The selection rule of DEFAULT_READING, checked on every reading: a PiSSA-style update
+    scores >= 0.99 and a random one its chance level (checked above) only under the default."""
+    k = 4
+    u_k, v_k = m.head_subspace(w0, k)
+    scores = {r: m.s_head(_pissa_update(w0, k, 1e-3, 3), u_k, v_k, r) for r in m.S_HEAD_READINGS}
+    in_head = {r for r, v in scores.items() if v >= 0.99}
+    assert in_head == {m.DEFAULT_READING}, scores
+
+
+def test_overlap_readings_on_head_tail_and_low_rank_updates(w0):
+    k = 4
+    u_k, v_k = m.head_subspace(w0, k)
+    u, _, vh = torch.linalg.svd(w0, full_matrices=False)
+    head = u[:, :k] @ _gaussian((k, k), 1) @ vh[:k]
+    tail = u[:, k:] @ _gaussian((30 - k, 30 - k), 2) @ vh[k:]
+    rank2_in_head = u[:, :2] @ _gaussian((2, 2), 3) @ vh[:2]
+    for r in m.OVERLAP_READINGS:
+        assert m.s_head(head, u_k, v_k, r) == pytest.approx(1.0, abs=1e-5)
+        assert m.s_head(tail, u_k, v_k, r) == pytest.approx(0.0, abs=1e-5)
+        # dW of rank 2 < k: only its 2 real directions count (its null space is arbitrary)
+        assert m.s_head(rank2_in_head, u_k, v_k, r) == pytest.approx(1.0, abs=1e-5)
+    assert m.update_subspace(rank2_in_head, k)[0].shape == (40, 2)
+    assert m.update_subspace(torch.zeros_like(w0), k)[0].shape == (40, 0)
+    left_only = u[:, :k] @ _gaussian((k, 30), 4)                    # head on the left side only
+    assert m.s_head(left_only, u_k, v_k, "overlap_left") == pytest.approx(1.0, abs=1e-5)
+    assert m.s_head(left_only, u_k, v_k, "right") < 0.5
+    assert m.s_head(left_only, u_k, v_k, "left") == pytest.approx(1.0, abs=1e-5)
+
+
+def test_span_overlap_and_chance_errors():
+    a = _orthonormal(20, 3, 4)
+    assert m.span_overlap(a, a) == pytest.approx(1.0, abs=1e-6)
+    assert m.span_overlap(a, a[:, :0]) == 0.0
+    with pytest.raises(ValueError, match="k=9"):
+        m.s_head_chance("left", (8, 16), 9)
+    with pytest.raises(ValueError, match="reading 'both'"):
+        m.s_head_chance("both", (8, 16), 2)
+
+
+def test_randomized_head_subspace_spans_the_exact_one(w0):
+    u_e, v_e = m.head_subspace(w0, 4)
+    u_r, v_r = m.head_subspace(w0, 4, svd="randomized")
+    assert m.principal_angle_cosines(u_e, u_r).min() > 1 - 1e-5
+    assert m.principal_angle_cosines(v_e, v_r).min() > 1 - 1e-5
+    with pytest.raises(ValueError, match="svd='fast'"):
+        m.head_subspace(w0, 4, svd="fast")
