@@ -63,6 +63,7 @@ from analysis import metrics
 
 SCHEMA_VERSION = 1
 MASK_NAMES = ("spec", "euc", "union")
+TYPE_ORDER = ("q", "k", "v", "o", "gate", "up", "down")     # a decoder layer's order
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
@@ -70,6 +71,11 @@ def module_type(name: str) -> str:
     """'model.layers.3.self_attn.q_proj' -> 'q'; a leaf without '_proj' is kept as it is."""
     leaf = name.rsplit(".", 1)[-1]
     return leaf[:-len("_proj")] if leaf.endswith("_proj") else leaf
+
+
+def type_sort_key(kind: str) -> tuple[int, str]:
+    """Sort key that puts module types in TYPE_ORDER, unknown ones after, by name."""
+    return (TYPE_ORDER.index(kind), "") if kind in TYPE_ORDER else (len(TYPE_ORDER), kind)
 
 
 def layer_index(name: str) -> int | None:
@@ -266,7 +272,7 @@ def summarise_updates(updates: Iterable[tuple], *, k: int = 16, svd: str = "auto
                         "rel_tol": rel_tol, "seed": seed},
            "n_matrices": len(recs),
            "overall": aggregate(recs),
-           "by_type": {t: aggregate(rs) for t, rs in by_type.items()},
+           "by_type": {t: aggregate(by_type[t]) for t in sorted(by_type, key=type_sort_key)},
            "by_layer": {str(i): aggregate(by_layer[i]) for i in sorted(by_layer)}}
     if modules:
         out["modules"] = records

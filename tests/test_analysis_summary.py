@@ -83,10 +83,10 @@ def test_aggregates_weigh_s_head_by_energy_and_group_by_type_and_layer():
     w = _weights(layers=1)
     g = _gen(3)
     q, up = "model.layers.0.self_attn.q_proj", "model.layers.0.mlp.up_proj"
-    ups = [(q, w[q], _pissa(w[q], g)), (up, w[up], torch.zeros_like(w[up])),
+    ups = [(up, w[up], torch.zeros_like(w[up])), (q, w[q], _pissa(w[q], g)),
            ("lm_head", torch.randn(10, 48, generator=g), 0.1 * torch.randn(10, 48, generator=g))]
     s = summarise_updates(ups, k=R, progress=False)
-    assert set(s["by_type"]) == {"q", "up", "lm_head"} and set(s["by_layer"]) == {"0"}
+    assert list(s["by_type"]) == ["q", "up", "lm_head"] and set(s["by_layer"]) == {"0"}
     assert s["by_layer"]["0"]["n_matrices"] == 2 and s["overall"]["n_matrices"] == 3
     mods = s["modules"]
     e_q, e_h = mods[q]["update_energy"], mods["lm_head"]["update_energy"]
