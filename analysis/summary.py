@@ -143,9 +143,12 @@ def analyse_matrix(name: str, w0: torch.Tensor, dw: torch.Tensor,
                      for r in metrics.S_HEAD_READINGS}
     rec["s_head_chance"] = {r: (metrics.s_head_chance(r, tuple(w0.shape), kk) if moved else None)
                             for r in metrics.S_HEAD_READINGS}
-    rec["nss"] = {"full": metrics.nss_from_spectra(*sp["full"]) if sp["full"] is not None else None,
-                  "topk": metrics.nss_from_spectra(*sp["topk"]),
-                  "delta": math.sqrt(energy) / float(w0.norm())}
+    if rec["w0_norm"] > 0:
+        rec["nss"] = {"full": metrics.nss_from_spectra(*sp["full"]) if sp["full"] is not None else None,
+                      "topk": metrics.nss_from_spectra(*sp["topk"]),
+                      "delta": math.sqrt(energy) / rec["w0_norm"]}
+    else:                                                          # relative to nothing: undefined
+        rec["nss"] = dict.fromkeys(metrics.NSS_SCOPES)
     rec["head_cos_mean"] = float(metrics.principal_angle_cosines(sp["u0"], sp["u1"]).mean())
 
     unchanged = metrics.unchanged_mask(w0, w1, rel_tol, sparsity_dtype)

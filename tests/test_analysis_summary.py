@@ -57,6 +57,7 @@ def test_pissa_random_bottom_and_zero_updates():
     k = R
     pissa = summarise_updates(_updates(_pissa), k=k, progress=False)
     assert pissa["default_reading"] == metrics.DEFAULT_READING
+    assert json.loads(json.dumps(pissa, allow_nan=False))["by_layer"] == pissa["by_layer"]  # round trip
     assert pissa["overall"]["s_head"][metrics.DEFAULT_READING] >= 0.9
     for agg in (*pissa["by_type"].values(), *pissa["by_layer"].values()):
         assert agg["s_head"][metrics.DEFAULT_READING] >= 0.9
@@ -151,6 +152,9 @@ def test_bad_input_is_named():
         summarise_updates([("m.q_proj", w, w * float("nan"))], k=2, progress=False)
     with pytest.raises(ValueError, match="empty"):
         summarise_updates([], progress=False)
+    zero_w0 = summarise_updates([("m.q_proj", torch.zeros(8, 6), w)], k=2, progress=False)
+    assert zero_w0["overall"]["nss"] == {"full": None, "topk": None, "delta": None}
+    json.dumps(zero_w0, allow_nan=False)
     with pytest.raises(ValueError, match="k=0"):
         summarise_updates([("m.q_proj", w, w)], k=0, progress=False)
 
