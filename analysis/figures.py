@@ -1,6 +1,6 @@
 """Figures from run folders, one function per figure, each written as PNG and PDF.
 
-    python -m analysis.figures multirun/micro_lr_sweep --out figures/
+    python -m analysis.figures multirun/micro/micro_math --out figures/
 
 writes, where the runs hold the data (a figure without data is skipped with a note):
 s_head_per_layer, nss_per_layer (results.json["analysis"]), mask_overlap (a GeoRA run's
@@ -146,8 +146,9 @@ def s_head_per_layer(runs: pd.DataFrame, out: Path, reading: str | None = None) 
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, (layers, vals) in data.items():
         line = _band(ax, layers, vals, label, marker="o")
-        c_layers, c_vals = chance[label]
-        ax.plot(c_layers, np.nanmean(c_vals, axis=0), ":", color=line.get_color())
+        if label in chance:
+            c_layers, c_vals = chance[label]
+            ax.plot(c_layers, np.nanmean(c_vals, axis=0), ":", color=line.get_color())
     ax.set_xlabel("layer")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"S_Head ({reading}, k={rows[0].get('k', '?')})")
