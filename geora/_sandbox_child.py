@@ -9,8 +9,9 @@ one JSON job from stdin, then, before any model-written code runs:
   3. installs an audit hook (sys.addaudithook, which nothing can remove) that refuses
      writes, deletions, renames and directory changes outside the temporary directory,
      starting processes (fork, exec, spawn, system, subprocess), signalling other
-     processes, raising resource limits, network connections and looking up C functions
-     through ctypes.
+     processes, raising resource limits, network connections, and, through ctypes, loading
+     libraries from outside the Python installation or looking up any C function that is not
+     part of Python's C API.
 Each test's outcome is reported as it finishes: a line `<nonce> <passed> <done> <total>`;
 the last line `<nonce> end` means the job ran to its end. This file uses only the standard
 library (and pytest for pytest-style tests); it is not imported by the package.
@@ -30,7 +31,7 @@ WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 REFUSED = frozenset({
     "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system",
     "subprocess.Popen", "pty.spawn", "os.killpg", "resource.setrlimit", "resource.prlimit",
-    "ctypes.dlsym", "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
+    "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
 })
 # Events that change the file system: positions of the path arguments, and of a dir_fd.
 PATH_EVENTS = {
@@ -57,6 +58,7 @@ def install_guard(root):
     realpath, join, getcwd, fspath, readlink = (os.path.realpath, os.path.join, os.getcwd,
                                                 os.fspath, os.readlink)
     own_pid = os.getpid()
+    libraries = tuple(realpath(p) + os.sep for p in {sys.prefix, sys.base_prefix, sys.exec_prefix})
 
     def inside(path, dir_fd=None):
         if isinstance(path, int):           # an already open descriptor: checked when opened
@@ -88,8 +90,16 @@ def install_guard(root):
             if args[0] not in (own_pid, 0):
                 refuse(event, f"pid {args[0]} ")
         elif event == "ctypes.dlopen":
-            if args[0] is not None:  # ctypes itself opens the running binary (None)
+            # The running binary (ctypes itself) and libraries of installed packages (torch
+            # loads its own); not libc and the like.
+            if args[0] is not None and not realpath(str(args[0])).startswith(libraries):
                 refuse(event, f"{args[0]!r} ")
+        elif event == "ctypes.dlsym":
+            # Python's C API only (numpy, torch use PyCapsule_*): fork, unlink, syscall and
+            # every other C function stay out of reach.
+            name = args[1] if isinstance(args[1], str) else ""
+            if not name.startswith(("Py", "_Py")):
+                refuse(event, f"{args[1]!r} ")
         elif event == "sqlite3.connect":
             if args[0] != ":memory:" and not inside(args[0]):
                 refuse(event, f"{args[0]!r} ")

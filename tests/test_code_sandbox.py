@@ -54,7 +54,8 @@ def test_memory_hog_is_stopped():
 def test_fork_loop_is_stopped(tmp_path):
     start = time.monotonic()
     for bomb in ("import os\nwhile True:\n    os.fork()",
-                 "import subprocess, sys\nwhile True:\n    subprocess.Popen([sys.executable, '-c', '1'])"):
+                 "import subprocess, sys\nwhile True:\n    subprocess.Popen([sys.executable, '-c', '1'])",
+                 "import ctypes\nlibc = ctypes.CDLL(None)\nwhile True:\n    libc.fork()"):
         r = execute(program(bomb), Limits(timeout_s=5))
         assert r.passed == 0 and r.status == "ok", r  # refused at the first fork
     assert time.monotonic() - start < 5
