@@ -27,7 +27,8 @@ import resource
 import sys
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-# Events refused whatever their arguments: new processes, raised limits, C symbol lookups.
+# Events refused whatever their arguments: new processes, group signals, raised limits,
+# network connections.
 REFUSED = frozenset({
     "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system",
     "subprocess.Popen", "pty.spawn", "os.killpg", "resource.setrlimit", "resource.prlimit",
@@ -67,7 +68,8 @@ def install_guard(root):
         if isinstance(path, bytes):
             path = os.fsdecode(path)
         # dir_fd: None or negative (AT_FDCWD) means relative to the working directory.
-        base = readlink(f"/proc/self/fd/{dir_fd}") if (dir_fd or -1) >= 0 else getcwd()
+        base = (readlink(f"/proc/self/fd/{dir_fd}") if dir_fd is not None and dir_fd >= 0
+                else getcwd())
         full = realpath(join(base, path))
         return full == root or full.startswith(root + os.sep) or full == os.devnull
 
@@ -122,9 +124,9 @@ class Reporter:
     def _line(self, text):
         os.write(self.fd, f"{self.nonce} {text}\n".encode())
 
-    def end(self, error=None):
+    def end(self):
         self._line(f"{self.passed} {self.done} {self.total}")
-        self._line("end" + (" " + json.dumps(str(error)[:300]) if error else ""))
+        self._line("end")
 
 
 def _run(code, filename, namespace):
@@ -203,9 +205,10 @@ def main():
             run_asserts(job, report)
         else:
             run_pytest(job, report, root, pytest)
-    except BaseException as e:  # noqa: BLE001 - the runner itself failed (model code cannot
+    except BaseException as e:  # noqa: BLE001 - the runner itself failed: model code's own
+        # exceptions are caught test by test and never arrive here.
         os.write(report_fd, f"{nonce} runner-error {json.dumps(repr(e)[:300])}\n".encode())
-        os._exit(4)             # reach here: its exceptions are caught test by test)
+        os._exit(4)
     report.end()
     os._exit(0)  # skip atexit handlers the program may have registered
 

@@ -10,11 +10,14 @@ process (geora/_sandbox_child.py) with:
 - a scrubbed environment (no tokens, no PYTHON* variables: `python -I`);
 - an audit hook that refuses writes, deletions and renames outside that directory, new
   processes (so a fork loop dies at its first fork, also as root, where RLIMIT_NPROC is not
-  enforced), signals to other processes, raised limits, network connections and ctypes
-  symbol lookups; optionally RLIMIT_NPROC as well (`Limits.max_processes`).
-This is a best-effort guard against accidents and careless or reward-hacking programs, NOT a
+  enforced), signals to other processes, raised limits, network connections and C calls
+  through ctypes outside Python's C API; optionally RLIMIT_NPROC (`Limits.max_processes`);
+- results read from a private channel tagged with a random nonce, test by test: a program
+  that exits early (sys.exit(0), os._exit) or prints a fake result has not passed.
+This is a best-effort guard against accidents and careless or misbehaving programs, NOT a
 security sandbox: a program that calls raw syscalls or tampers with the interpreter can get
 past it, and it runs with your user's rights. Run untrusted code in a container or VM too.
+It does not catch a solution that games its tests (an object whose __eq__ is always True).
 Nothing runs unless code execution was allowed (eval.allow_code_execution=true or
 train.allow_code_execution=true, which set HF_ALLOW_CODE_EVAL=1 as HF's code_eval expects).
 
@@ -132,6 +135,19 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+def _drain(proc: subprocess.Popen, wait_s: float = 5.0) -> tuple[bytes, bytes]:
+    """What a killed child wrote. A descendant that left its process group could hold the
+    pipes open forever: after `wait_s` they are closed and what they held is dropped."""
+    try:
+        return proc.communicate(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        for pipe in (proc.stdout, proc.stderr):
+            pipe.close()
+        proc.wait()
+        return b"", b""
+
+
 def _parse(stdout: bytes, nonce: str, expected: int) -> tuple[int, int, str | None, bool]:
     """(passed, total, setup error, ended) from the child's report lines (see the child)."""
     passed, total, setup_error, ended = 0, expected, None, False
@@ -171,7 +187,7 @@ def execute(job: dict[str, Any], limits: Limits = Limits()) -> ExecutionResult:
         except subprocess.TimeoutExpired:
             timed_out = True
             _kill_group(proc.pid)
-            out, err = proc.communicate()
+            out, err = _drain(proc)
         finally:
             _kill_group(proc.pid)  # anything it started that is still alive
     passed, total, setup_error, ended = _parse(out, nonce, expected)
