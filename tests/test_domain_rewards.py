@@ -59,6 +59,15 @@ def test_deepmath_and_code_rows():
     assert mbpp[0]["prompt_text"].startswith("You are an expert Python programmer")
 
 
+def test_the_evaluation_fixtures_convert_too():
+    """The eval files (tests/fixtures/eval) are the same data sets' test splits, same columns."""
+    evals = Path(__file__).parent / "fixtures" / "eval"
+    read = lambda name: [json.loads(x) for x in (evals / name).read_text().splitlines() if x.strip()]  # noqa: E731
+    assert [r["final_answer"] for r in to_rlvr_rows("medqa", read("medqa.jsonl"))] == ["B", "D"]
+    mbpp = to_rlvr_rows("mbpp", read("mbpp.jsonl"))
+    assert [len(r["tests"]) for r in mbpp] == [3, 3] and mbpp[0]["test_format"] == "asserts"
+
+
 @pytest.mark.parametrize("schema,change,message", [
     ("medqa", {"label": 4}, r"label=4 is not an option index 0\.\.3"),
     ("medqa", {"ending2": ""}, "column 'ending2' must be a non-empty string"),
@@ -116,8 +125,10 @@ def test_code_reward_scores_the_reference_solutions(allowed):
     wrong = list(right)
     wrong[0] = fenced(rows[0]["solution"].replace("[seen[target - x], j]", "[j, seen[target - x]]"))
     wrong[5] = fenced("def gcd2(a, b):\n  return math.gcd(a, b) + (a == 7)\n")
-    assert REWARDS["code"](wrong, **cols) == [0.0, 1.0, 1.0, 1.0, 1.0, 0.0]
     assert REWARDS["code_share"](wrong, **cols) == pytest.approx([0.0, 1, 1, 1, 1, 2 / 3])
+    broken = [0, 5]
+    assert REWARDS["code"]([wrong[i] for i in broken],
+                           **{k: [v[i] for i in broken] for k, v in cols.items()}) == [0.0, 0.0]
 
 
 def test_code_reward_survives_hostile_programs(allowed, tmp_path):
