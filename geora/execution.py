@@ -1,0 +1,264 @@
+"""Run model-written Python against its tests in a guarded subprocess: the one code runner of
+the code reward (training) and the HumanEval/MBPP metrics (evaluation).
+
+Written here because lm-eval's code metric (`evaluate.load("code_eval")`) is fetched from the
+hub at import time, and TRL ships no code-execution reward. Each job runs in a fresh Python
+process (geora/_sandbox_child.py) with:
+- a wall-clock limit (the whole process group is killed when it runs out) and a CPU limit;
+- an address-space limit (RLIMIT_AS), a file-size limit and an open-files limit;
+- a private temporary directory as its working directory, HOME and TMPDIR, deleted after;
+- a scrubbed environment (no tokens, no PYTHON* variables: `python -I`);
+- an audit hook that refuses writes, deletions and renames outside that directory, new
+  processes (so a fork loop dies at its first fork, also as root, where RLIMIT_NPROC is not
+  enforced), signals to other processes, raised limits, network connections and C calls
+  through ctypes outside Python's C API; optionally RLIMIT_NPROC (`Limits.max_processes`);
+- results read from a private channel tagged with a random nonce, test by test: a program
+  that exits early (sys.exit(0), os._exit) or prints a fake result has not passed.
+This is a best-effort guard against accidents and careless or misbehaving programs, NOT a
+security sandbox: a program that calls raw syscalls or tampers with the interpreter can get
+past it, and it runs with your user's rights. Run untrusted code in a container or VM too.
+It does not catch a solution that games its tests (an object whose __eq__ is always True).
+Nothing runs unless code execution was allowed (eval.allow_code_execution=true or
+train.allow_code_execution=true, which set HF_ALLOW_CODE_EVAL=1 as HF's code_eval expects).
+
+Three kinds of job (dicts), all scored as tests passed out of tests run:
+    {"mode": "program", "program": src}                     1 test: runs to its end
+    {"mode": "asserts", "solution": src, "tests": [...], "setup": src}   each test snippet
+    {"mode": "pytest", "solution": src, "test_file": src}   pytest file, `from solution import f`
+
+    >>> import os; os.environ["HF_ALLOW_CODE_EVAL"] = "1"
+    >>> passes("assert sorted([2, 1]) == [1, 2]"), passes("open('/tmp/x', 'w')")
+    (True, False)
+    >>> r = execute({"mode": "asserts", "solution": "def f(x): return 2 * x",
+    ...              "tests": ["assert f(1) == 2", "assert f(2) == 5"]})
+    >>> (r.passed, r.total, r.status, r.share)
+    (1, 2, 'ok', 0.5)
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+ALLOW_ENV = "HF_ALLOW_CODE_EVAL"
+DEFAULT_TIMEOUT_S = 10.0
+CHILD = Path(__file__).resolve().parent / "_sandbox_child.py"
+MODES = ("program", "asserts", "pytest")
+
+
+class CodeExecutionRefused(PermissionError):
+    """Model-written code would run, but code execution was not allowed."""
+
+
+def execution_allowed() -> bool:
+    return os.environ.get(ALLOW_ENV, "0") == "1"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-job limits. Defaults suit MBPP/HumanEval/KodCode-sized programs."""
+    timeout_s: float = DEFAULT_TIMEOUT_S   # wall clock for the whole job
+    memory_mb: int | None = 2048           # RLIMIT_AS (virtual memory; numpy+pytest need ~0.6 GB)
+    cpu_s: int | None = None               # RLIMIT_CPU; None: ceil(timeout_s) + 1
+    file_size_mb: int | None = 16          # RLIMIT_FSIZE: largest file it may write
+    open_files: int | None = 256           # RLIMIT_NOFILE
+    max_processes: int | None = None       # RLIMIT_NPROC: per USER (all its processes and
+    #   threads), not enforced for root; None leaves it to the audit hook, which refuses
+    #   every new process whatever the user.
+    guard: bool = True                     # the audit hook (writes, processes, network)
+
+    def child_limits(self) -> dict[str, int | None]:
+        mb = 1 << 20
+        return {"memory_bytes": None if self.memory_mb is None else self.memory_mb * mb,
+                "cpu_s": self.cpu_s if self.cpu_s is not None else math.ceil(self.timeout_s) + 1,
+                "file_size_bytes": None if self.file_size_mb is None else self.file_size_mb * mb,
+                "open_files": self.open_files, "max_processes": self.max_processes}
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    passed: int
+    total: int
+    status: str        # ok | timeout | crashed (no end report: killed, os._exit, limit) | error
+    detail: str = ""   # why, for logs: stderr tail, the sandbox's own error
+
+    @property
+    def all_passed(self) -> bool:
+        return self.status == "ok" and self.total > 0 and self.passed == self.total
+
+    @property
+    def share(self) -> float:
+        """Tests passed / tests, counting those finished before a timeout or crash."""
+        return self.passed / self.total if self.total else 0.0
+
+
+def _require_allowed() -> None:
+    if not execution_allowed():
+        raise CodeExecutionRefused(
+            "this runs model-written code; allow it with eval.allow_code_execution=true "
+            f"(evaluation) or train.allow_code_execution=true (training), which set {ALLOW_ENV}=1")
+
+
+def _check_job(job: dict[str, Any]) -> int:
+    """The number of tests the job announces; ValueError for a malformed job."""
+    mode = job.get("mode")
+    needs = {"program": ("program",), "asserts": ("solution", "tests"),
+             "pytest": ("solution", "test_file")}.get(mode)
+    if needs is None:
+        raise ValueError(f"execution job mode {mode!r}: choose one of {MODES}")
+    missing = [k for k in needs if k not in job]
+    if missing:
+        raise ValueError(f"execution job ({mode}) lacks {missing}")
+    return len(job["tests"]) if mode == "asserts" else 1
+
+
+def _environment(tmp: str) -> dict[str, str]:
+    """Nothing of the parent's environment (tokens, proxies, PYTHONPATH) reaches the child."""
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp,
+            "LANG": "C.UTF-8", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _drain(proc: subprocess.Popen, wait_s: float = 5.0) -> tuple[bytes, bytes]:
+    """What a killed child wrote. A descendant that left its process group could hold the
+    pipes open forever: after `wait_s` they are closed and what they held is dropped."""
+    try:
+        return proc.communicate(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        for pipe in (proc.stdout, proc.stderr):
+            pipe.close()
+        proc.wait()
+        return b"", b""
+
+
+def _parse(stdout: bytes, nonce: str, expected: int) -> tuple[int, int, str | None, bool]:
+    """(passed, total, setup error, ended) from the child's report lines (see the child)."""
+    passed, total, setup_error, ended = 0, expected, None, False
+    for line in stdout.decode("utf-8", "replace").splitlines():
+        head, _, rest = line.partition(" ")
+        if head != nonce:
+            continue
+        if rest.startswith(("setup-error", "runner-error")):
+            setup_error = rest
+        elif rest.startswith("end"):
+            ended = True
+        else:
+            p, d, t = (int(x) for x in rest.split())
+            passed, total = p, max(t, d, expected)
+    return passed, total, setup_error, ended
+
+
+def execute(job: dict[str, Any], limits: Limits = Limits()) -> ExecutionResult:
+    """Run one job (see the module doc) under `limits`; never raises for what the program
+    does. Raises CodeExecutionRefused unless code execution was allowed."""
+    _require_allowed()
+    expected = _check_job(job)
+    nonce = secrets.token_hex(16)
+    payload = json.dumps({**job, "nonce": nonce, "limits": limits.child_limits(),
+                          "guard": limits.guard, "expected_tests": expected}).encode()
+    with tempfile.TemporaryDirectory(prefix="geora_exec_", ignore_cleanup_errors=True) as tmp:
+        try:
+            proc = subprocess.Popen([sys.executable, "-I", "-B", str(CHILD)], cwd=tmp,
+                                    env=_environment(tmp), stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=True, close_fds=True)
+        except OSError as e:
+            return ExecutionResult(0, expected, "error", f"could not start python: {e}")
+        timed_out = False
+        try:
+            out, err = proc.communicate(payload, timeout=limits.timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(proc.pid)
+            out, err = _drain(proc)
+        finally:
+            _kill_group(proc.pid)  # anything it started that is still alive
+    passed, total, setup_error, ended = _parse(out, nonce, expected)
+    if setup_error is not None:
+        return ExecutionResult(0, total, "error", f"the sandbox failed: {setup_error}")
+    if timed_out:
+        return ExecutionResult(passed, total, "timeout", f"wall clock > {limits.timeout_s} s")
+    if not ended:
+        why = (f"signal {-proc.returncode}" if proc.returncode < 0
+               else f"exit status {proc.returncode}")
+        tail = err.decode("utf-8", "replace")[-300:]
+        return ExecutionResult(passed, total, "crashed", f"{why} {tail}".strip())
+    return ExecutionResult(passed, total, "ok")
+
+
+def execute_many(jobs: Iterable[dict[str, Any]], limits: Limits = Limits(),
+                 workers: int | None = None) -> list[ExecutionResult]:
+    """`execute` over many jobs in parallel (threads that each wait on one child process),
+    results in the jobs' order. workers: None = the number of CPUs."""
+    jobs = list(jobs)
+    if not jobs:
+        return []
+    _require_allowed()
+    workers = max(1, min(len(jobs), workers or os.cpu_count() or 1))
+
+    def one(job):
+        try:
+            return execute(job, limits)
+        except CodeExecutionRefused:
+            raise
+        except Exception as e:  # noqa: BLE001 - a malformed job or an OS error is reported,
+            return ExecutionResult(0, 1, "error", repr(e))  # not raised: the batch goes on
+
+    if workers == 1:
+        return [one(j) for j in jobs]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, jobs))
+
+
+def passes(program: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """True when `program` (solution + asserts) runs to its end within `timeout_s`."""
+    return execute({"mode": "program", "program": program}, Limits(timeout_s=timeout_s)).all_passed
+
+
+_KNOWN_GOOD = {
+    "program": {"mode": "program", "program": "def f(x):\n    return x + 1\nassert f(1) == 2\n"},
+    "asserts": {"mode": "asserts", "solution": "def f(x):\n    return x + 1\n",
+                "tests": ["assert f(1) == 2", "assert f(-1) == 0"]},
+    "pytest": {"mode": "pytest", "solution": "def f(x):\n    return x + 1\n",
+               "test_file": "import pytest\nfrom solution import f\n\n\ndef test_f():\n"
+                            "    assert f(1) == 2\n    with pytest.raises(TypeError):\n"
+                            "        f()\n"},
+}
+
+
+def preflight(modes: Iterable[str] = MODES, limits: Limits = Limits()) -> None:
+    """Check at start that the runner works here: a known-good program passes in every mode
+    asked for (pytest installed, limits not too tight) and a write outside the temporary
+    directory is refused. RuntimeError with one line otherwise."""
+    for mode in modes:
+        if mode not in _KNOWN_GOOD:
+            raise ValueError(f"unknown test format {mode!r}; choose from {MODES}")
+        result = execute(_KNOWN_GOOD[mode], limits)
+        if not result.all_passed:
+            raise RuntimeError(f"code execution does not work here: a correct {mode} job scored "
+                               f"{result.passed}/{result.total} ({result.status}: "
+                               f"{result.detail or 'no detail'})")
+    if limits.guard:
+        with tempfile.TemporaryDirectory(prefix="geora_preflight_") as outside:
+            target = os.path.join(outside, "written")
+            execute({"mode": "program", "program": f"open({target!r}, 'w').write('x')"}, limits)
+            if os.path.exists(target):
+                raise RuntimeError("code execution guard does not work here: a sandboxed "
+                                   f"program wrote {target}")
