@@ -125,3 +125,24 @@ def load_model(cfg: Mapping[str, Any], *, device: str | torch.device = "cpu"):
             model_dir, dtype=dtype, trust_remote_code=bool(cfg.get("trust_remote_code", False)))
     tokenizer = load_tokenizer(cfg)
     return model.to(device), tokenizer
+
+
+# A 2-layer Qwen3 with every real module name (q_proj ... down_proj): for examples,
+# doctests and smoke checks (the tests build the same one in tests/conftest.py).
+TINY_QWEN3 = dict(model_type="qwen3", vocab_size=512, hidden_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+                  head_dim=16, max_position_embeddings=256, tie_word_embeddings=True)
+
+
+def tiny_model(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides):
+    """A tiny random Qwen3 causal LM (~0.1M parameters), built in memory, never downloaded.
+
+    >>> model = tiny_model()
+    >>> type(model).__name__, sum(p.numel() for p in model.parameters())
+    ('Qwen3ForCausalLM', 106880)
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(**{**TINY_QWEN3, **overrides})
+    return AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
