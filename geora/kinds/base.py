@@ -23,10 +23,16 @@ from geora import surgery
 
 class WeightUpdate(NamedTuple):
     """One target matrix: its weight before training and the exact trained change, both
-    (out, in) float32 on the module's device; the effective weight is w0 + delta."""
+    (out, in) float32 tensors of their own (never views of the model's parameters) on the
+    module's device; the effective weight is w0 + delta."""
     module: str
     w0: torch.Tensor
     delta: torch.Tensor
+
+
+def fp32_copy(t: torch.Tensor) -> torch.Tensor:
+    """A detached float32 copy (`.float()` of a float32 tensor would be the tensor itself)."""
+    return t.detach().to(torch.float32, copy=True)
 
 
 class NoLoraForm(ValueError):

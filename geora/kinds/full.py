@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from geora import surgery
-from geora.kinds.base import MethodKind, WeightUpdate
+from geora.kinds.base import MethodKind, WeightUpdate, fp32_copy
 
 FULL_FILE = "model.safetensors"
 
@@ -59,5 +59,5 @@ class FullKind(MethodKind):
                              f"keep_initial=True)) to read its weight updates")
         for name in state.targets:
             w1 = model.get_submodule(name).weight
-            w0 = state.initial_weights[name].to(w1.device).float()
+            w0 = fp32_copy(state.initial_weights[name].to(w1.device))
             yield WeightUpdate(name, w0, w1.float() - w0)

@@ -7,9 +7,9 @@ Trainer callback: a tuner that re-allocates its rank budget during training (PEF
 
 Weight update, in fp32 from the adapter's parameters (W0 = the base weight):
 - LoRA: dW = s B A (B = 0 at init);
-- DoRA: W_eff = (m / n) (W0 + s B A) row-wise with n = ||W0 + s B A|| per output row as
-  PEFT computes it (its own `get_weight_norm`, in the layer's dtypes: at init n equals the
-  stored magnitude m bitwise), the rest in fp32; dW = W_eff - W0;
+- DoRA: W_eff = (m / n) (W0 + s B A) row-wise, n = ||W0 + s B A|| per output row as PEFT's
+  forward computes it (its own `get_weight_norm`, in the base weight's dtype: at init n
+  equals the stored magnitude m bitwise), the rest in fp32; dW = W_eff - W0;
 - AdaLoRA: dW = B (A * E) s / (ranknum + 1e-5), PEFT's SVD form (E = 0 at init).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from transformers import TrainerCallback
 
 from geora import surgery
-from geora.kinds.base import MethodKind, WeightUpdate
+from geora.kinds.base import MethodKind, WeightUpdate, fp32_copy
 
 
 class PeftBudgetAllocation(TrainerCallback):
@@ -63,7 +63,7 @@ class PeftKind(MethodKind):
     def weight_updates(self, model, state) -> Iterator[WeightUpdate]:
         for name in state.targets:
             layer = surgery.lora_layer(model, name)
-            w0 = layer.get_base_layer().weight.float()
+            w0 = fp32_copy(layer.get_base_layer().weight)
             yield WeightUpdate(name, w0, peft_delta(layer, w0))
 
 
@@ -82,6 +82,7 @@ def peft_delta(layer, w0: torch.Tensor) -> torch.Tensor:
     if not layer.use_dora.get(ad, False):
         return delta
     base = layer.get_base_layer().weight
-    norm = layer.lora_magnitude_vector[ad].get_weight_norm(base, b @ a, s).float()
+    norm = layer.lora_magnitude_vector[ad].get_weight_norm(base, (b @ a).to(base.dtype),
+                                                           s).float()
     scale = layer.lora_magnitude_vector[ad].weight.float() / norm   # (out,)
     return scale[:, None] * (w0 + delta) - w0

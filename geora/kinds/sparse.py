@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from geora import surgery
-from geora.kinds.base import MethodKind, WeightUpdate
+from geora.kinds.base import MethodKind, WeightUpdate, fp32_copy
 
 SPARSE_FILE = "sparse_delta.safetensors"
 
@@ -58,5 +58,5 @@ class SparseKind(MethodKind):
         for name in state.targets:
             module = model.get_submodule(name)
             w0 = module.parametrizations.weight.original
-            yield WeightUpdate(name, w0.float(),
+            yield WeightUpdate(name, fp32_copy(w0),
                                surgery.masked_delta(module).delta_weight(w0.shape))
