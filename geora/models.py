@@ -16,6 +16,8 @@ from typing import Any, Mapping
 
 import torch
 
+from geora.distributed import local_rank
+
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -32,8 +34,8 @@ def resolve_device(name: str) -> str:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but torch sees no CUDA device; use device=cpu or auto")
-    if name == "cuda" and "LOCAL_RANK" in os.environ:
-        name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    if name == "cuda" and local_rank() is not None:
+        name = f"cuda:{local_rank()}"
     return name
 
 
@@ -59,11 +61,12 @@ def resolve_hub_snapshot(repo_id: str, *, repo_type: str = "model", override_key
     """Local directory of `repo_id`: the HF cache if it holds it, else a download if the hub
     is reachable, else HubUnavailableError naming the id and the config key to override."""
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
         return snapshot_download(repo_id, repo_type=repo_type, revision=revision,
                                  local_files_only=True)
-    except Exception:  # not cached: fall through to the network check
+    except LocalEntryNotFoundError:  # not cached (or cached incompletely): try the network
         pass
     if not hub_reachable():
         raise HubUnavailableError(

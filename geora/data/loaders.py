@@ -1,6 +1,9 @@
 """RLVR data sets in one schema: a chat `prompt` column, `final_answer` (the gold), and the
 source's other fields (question, difficulty, topic, ...), as `datasets.Dataset`s.
 
+The prompt is `data.prompt`, a style of geora.prompts ("plain": the question; "math": the
+question and the \\boxed{} instruction), the same function the evaluation tasks use.
+
 Sources (`data.source`):
 - "micro": the synthetic tasks of geora.data.micro (`data.task`, train/test sizes, seed);
 - "hub":   a hub data set in DeepMath-103K's schema (`data.hub_id`); a local copy wins when
@@ -8,22 +11,21 @@ Sources (`data.source`):
            naming the id and `data.local_path` (geora.models.HubUnavailableError);
 - "local": `data.local_path` only: a .jsonl / .json / .parquet file or a folder of them.
 
-    python -c "from geora.data.loaders import load_data; print(load_data({'name': 'm', \
-'source': 'micro', 'task': 'math', 'train_size': 4, 'test_size': 2})[0][0])"
+>>> train, test = load_data({"name": "m", "source": "micro", "task": "math",
+...                          "train_size": 4, "test_size": 2})
+>>> len(train), len(test), train[0]["prompt"] == [{"role": "user",
+...                                                "content": train[0]["question"]}]
+(4, 2, True)
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Mapping
 
+from geora.prompts import chat_prompt, check_style
+
 REQUIRED_FIELDS = ("question", "final_answer")
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
-
-
-def make_prompt(question: str, suffix: str = "", system_prompt: str | None = None) -> list[dict]:
-    """A chat prompt for TRL: [system?] + user turn holding the question (+ suffix)."""
-    turns = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return turns + [{"role": "user", "content": f"{question}{suffix or ''}"}]
 
 
 def _read_file(path: Path) -> list[dict]:
@@ -80,6 +82,7 @@ def _records_of(cfg: Mapping[str, Any]) -> list[dict]:
 def _to_dataset(records: list[dict], cfg: Mapping[str, Any]):
     from datasets import Dataset
 
+    style = check_style(str(cfg.get("prompt") or "plain"))
     suffix, system = cfg.get("prompt_suffix") or "", cfg.get("system_prompt")
     rows = []
     for rec in records:
@@ -87,7 +90,7 @@ def _to_dataset(records: list[dict], cfg: Mapping[str, Any]):
         # for RLVR and would only ride along in every batch: dropped.
         row = {k: v for k, v in rec.items() if k != "prompt" and not k.startswith("r1_solution")}
         row["final_answer"] = str(rec["final_answer"])
-        row["prompt"] = make_prompt(str(rec["question"]), suffix, system)
+        row["prompt"] = chat_prompt(str(rec["question"]), style, system, suffix)
         rows.append(row)
     return Dataset.from_list(rows)
 

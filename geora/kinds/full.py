@@ -9,6 +9,7 @@ keep_initial=True)` or `load_adapter(base, dir, keep_initial=True)`; otherwise
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Iterator
 
@@ -19,6 +20,7 @@ from geora import surgery
 from geora.kinds.base import MethodKind, WeightUpdate, fp32_copy
 
 FULL_FILE = "model.safetensors"
+log = logging.getLogger(__name__)
 
 
 def _snapshot(model, names: list[str]) -> dict[str, torch.Tensor]:
@@ -34,6 +36,11 @@ class FullKind(MethodKind):
         return surgery.hidden_linear_names(model)
 
     def prepare(self, model, method, state, options, *, svd_device=None, progress=False):
+        dtypes = {p.dtype for p in model.parameters()} & {torch.bfloat16, torch.float16}
+        if dtypes:
+            log.warning("%s on %s weights: AdamW steps of a small learning rate are mostly "
+                        "rounded away in 16-bit; model.dtype=float32 keeps fp32 master weights "
+                        "(train.bf16=true autocasts)", state.method, sorted(map(str, dtypes))[0])
         if options.get("keep_initial", False):
             state.initial_weights = _snapshot(model, state.targets)
         model.requires_grad_(True)
