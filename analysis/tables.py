@@ -9,6 +9,14 @@ knows their layout): results.json, the resolved config, and the evaluations made
 `scripts/evaluate.py run_dir=...` (columns evals.<eval name>.<task>; they also fill
 eval.<task> for tasks the training run did not score). Scores are averaged over seeds
 (mean, std and n shown); paper numbers come from analysis/paper_results.csv.
+
+>>> import tempfile
+>>> root = Path(tempfile.mkdtemp())
+>>> RunFolder(root / "geora" / "seed0").write_results({"status": "finished", "method": "geora",
+...     "model": "micro", "data": "micro_math", "seed": 0, "eval": {"micro_math": 41.0}})
+>>> collect_runs(root)[["method", "seed", "eval.micro_math"]]
+  method  seed  eval.micro_math
+0  geora     0             41.0
 """
 from __future__ import annotations
 

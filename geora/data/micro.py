@@ -16,7 +16,7 @@ answer (the evaluation tasks and the pretraining script call it).
 >>> item = make_split("math", "test", 1)[0]
 >>> sorted(item)
 ['difficulty', 'final_answer', 'question', 'r1_solution_1', 'task', 'topic']
->>> is_correct_micro("reverse", "3, 2, 1", "so \\boxed{3, 2, 1}")
+>>> is_correct_micro("reverse", "3, 2, 1", r"so \\boxed{3, 2, 1}")
 True
 """
 from __future__ import annotations

@@ -62,6 +62,14 @@ FRACTION = Range(integer=False, low=0, high=1, low_open=True, high_open=True)
 NUMERIC_SETTINGS: dict[str, Range] = {
     "seed": INT_NON_NEGATIVE,
     "cpu_threads": Range(integer=True, low=1, nullable=True),
+    # method.* first: train.learning_rate interpolates method.learning_rate, and the
+    # error should name the key the user set
+    "method.rank": Range(integer=True, low=1, nullable=True),
+    "method.rho": Range(integer=False, low=0, high=1, low_open=True, high_open=True,
+                        nullable=True),
+    "method.alpha": Range(integer=False, low=0, low_open=True, nullable=True),
+    "method.learning_rate": POSITIVE,
+    "method.learning_rate_large": POSITIVE,
     "train.max_steps": INT_POSITIVE,
     "train.learning_rate": POSITIVE,
     "train.warmup_steps": INT_NON_NEGATIVE,
@@ -79,12 +87,6 @@ NUMERIC_SETTINGS: dict[str, Range] = {
     "train.save_steps": INT_POSITIVE,
     "train.save_total_limit": Range(integer=True, low=1, nullable=True),
     "train.logging_steps": INT_POSITIVE,
-    "method.rank": Range(integer=True, low=1, nullable=True),
-    "method.rho": Range(integer=False, low=0, high=1, low_open=True, high_open=True,
-                        nullable=True),
-    "method.alpha": Range(integer=False, low=0, low_open=True, nullable=True),
-    "method.learning_rate": POSITIVE,
-    "method.learning_rate_large": POSITIVE,
     "data.train_size": Range(integer=True, low=1, nullable=True),
     "data.test_size": Range(integer=True, low=0, nullable=True),
     "data.seed": INT_NON_NEGATIVE,
