@@ -144,3 +144,28 @@ def test_evaluation_names_are_plain_folder_names(tmp_path):
             (tmp / SUMMARY_FILE).write_text(json.dumps({"scores": {"t": 2.0}}))
             raise RuntimeError("evaluation crashed")
     assert run.evaluation_scores("x") == {"t": 1.0}       # the complete one is kept
+
+
+def test_weight_analysis_writes_into_the_run_folder(tmp_path, capsys):
+    """analysis.weights reads the run through RunFolder and the exact updates through
+    geora.weight_updates, and writes analysis/weights.csv (atomically, one row a matrix)."""
+    import pandas as pd
+    import torch
+
+    import geora
+    from analysis.weights import main
+    from geora.models import load_model
+
+    cfg = _compose("config", TINY)
+    run = RunFolder(tmp_path / "run")
+    run.write_config(cfg)
+    model = geora.prepare_model(load_model(cfg.model)[0], "geora", rank=4)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.01)
+    geora.save_adapter(model, run.adapter)
+    main(["--run", str(run.path), "--k", "4"])
+    table = pd.read_csv(run.analysis / "weights.csv")
+    assert len(table) == 14 and (table["delta_norm"] > 0).all()
+    assert [p.name for p in run.analysis.iterdir()] == ["weights.csv"]   # no temporary left
