@@ -28,8 +28,6 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    if name in ("surgery", "kinds", "methods", "persistence", "linalg", "init"):
-        return importlib.import_module(f"geora.{name}")
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'geora' has no attribute {name!r}")

@@ -87,13 +87,19 @@ def test_training_and_evaluation_prompts_are_the_same_string(micro, tmp_path):
     assert "\\boxed{}" in first["math500"] and "\\boxed{}" not in first["micro_math"]
 
 
-def test_prompt_styles_of_the_shipped_data():
-    from geora.evaluation.tasks import utils
+def test_the_math_instruction_is_written_once():
+    """Only geora/prompts.py spells the instruction; configs and tasks refer to it."""
+    from geora.prompts import MATH_INSTRUCTION
 
-    assert _data_cfg("deepmath_103k").prompt == utils.MATH_PROMPT == "math"
-    assert _data_cfg("micro_math").prompt == utils.MICRO_PROMPT == "plain"
-    for name in ("deepmath_103k", "micro_math"):
-        assert _data_cfg(name).prompt_suffix == ""
+    assert _data_cfg("deepmath_103k").prompt_suffix is None       # = the math instruction
+    assert _data_cfg("micro_math").prompt_suffix == ""
+    holders = [p.relative_to(ROOT).as_posix()
+               for folder in ("geora", "conf", "scripts", "baselines", "analysis")
+               for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".yaml", "")
+               and p.is_file() and "reason step by step, and put your final answer"
+               in p.read_text(errors="ignore")]
+    assert holders == ["geora/prompts.py"], holders
+    assert "reason step by step" in MATH_INSTRUCTION
 
 
 def test_micro_architecture_is_the_bundled_models():

@@ -12,12 +12,13 @@ import re
 from typing import Any
 
 from geora.answers import is_correct
-from geora.prompts import user_text
+from geora.prompts import MATH_SUFFIX, user_text
 
-# The prompt style of each task family (geora.prompts): the training data sets name the
-# same styles (conf/data/*.yaml `prompt`), so a model is evaluated on its training prompt.
-MATH_PROMPT = "math"
-MICRO_PROMPT = "plain"
+# The suffix after each task family's question (geora.prompts), the same as its training
+# data's `prompt_suffix` (conf/data/*.yaml; tests/test_one_source.py renders both): the
+# math instruction (deepmath_103k's null), nothing for the micro tasks (micro_math's "").
+MATH_PROMPT_SUFFIX = MATH_SUFFIX
+MICRO_PROMPT_SUFFIX = ""
 
 
 def _samples(results: list) -> list[str]:
@@ -44,7 +45,7 @@ def _gold(doc: dict) -> str:
 def math_prompt(doc: dict) -> str:
     """The problem, then the \\boxed{} instruction (the prompt Qwen's math evaluations use)."""
     problem = next(doc[k] for k in doc if k.lower() == "problem")
-    return user_text(problem, MATH_PROMPT)
+    return user_text(problem, MATH_PROMPT_SUFFIX)
 
 
 def process_math(doc: dict, results: list) -> dict[str, float]:
@@ -65,8 +66,8 @@ def micro_dataset(micro_task: str, split: str = "test", n: int = 200, seed: int 
 
 
 def micro_prompt(doc: dict) -> str:
-    """The micro question in the micro training data's prompt style."""
-    return user_text(doc["question"], MICRO_PROMPT)
+    """The micro question as the micro training data renders it (the bare question)."""
+    return user_text(doc["question"], MICRO_PROMPT_SUFFIX)
 
 
 def process_micro(doc: dict, results: list) -> dict[str, float]:
