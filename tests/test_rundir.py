@@ -169,3 +169,18 @@ def test_weight_analysis_writes_into_the_run_folder(tmp_path, capsys):
     table = pd.read_csv(run.analysis / "weights.csv")
     assert len(table) == 14 and (table["delta_norm"] > 0).all()
     assert [p.name for p in run.analysis.iterdir()] == ["weights.csv"]   # no temporary left
+
+
+def test_resume_skips_a_checkpoint_the_kill_cut_short(tmp_path):
+    """SIGKILL while the Trainer saves leaves checkpoint-N without trainer_state.json (it is
+    written last): the run resumes from the newest complete one instead of failing."""
+    run = RunFolder(tmp_path)
+    assert run.last_checkpoint() is None
+    for step, complete in ((3, True), (12, True), (6, False), (15, False)):
+        folder = run.checkpoints / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_text("x")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    (run.checkpoints / "checkpoint-99.tmp").mkdir()
+    assert run.last_checkpoint() == str(run.checkpoints / "checkpoint-12")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import traceback
@@ -46,6 +47,7 @@ from geora.fileio import atomic_dir, atomic_write_json, atomic_write_text, git_i
 PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "hydra-core",
             "omegaconf", "lm-eval", "math-verify", "vllm", "deepspeed", "geora")
 
+TRAINER_STATE = "trainer_state.json"   # the last file the Trainer writes into a checkpoint
 BEFORE, AFTER = "before", "after"       # the two evaluations a training run makes
 # Written by earlier versions: read (results of before-training evaluations, later
 # evaluations) and cleared, never written.
@@ -123,9 +125,17 @@ class RunFolder:
                 p.unlink(missing_ok=True)
 
     def last_checkpoint(self) -> str | None:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        return get_last_checkpoint(str(self.checkpoints)) if self.checkpoints.is_dir() else None
+        """The newest COMPLETE Trainer checkpoint, or None. The Trainer writes a checkpoint
+        folder in place and its trainer_state.json last, so a run killed while saving
+        leaves a newer folder without it (transformers' get_last_checkpoint would pick that
+        one and the resumption would fail): such a folder is skipped."""
+        if not self.checkpoints.is_dir():
+            return None
+        complete = [p for p in self.checkpoints.iterdir()
+                    if re.fullmatch(r"checkpoint-\d+", p.name) and (p / TRAINER_STATE).is_file()]
+        if not complete:
+            return None
+        return str(max(complete, key=lambda p: int(p.name.split("-")[1])))
 
     # ----------------------------------------------------------------- config and log
     def write_config(self, cfg) -> None:
