@@ -8,11 +8,13 @@
         data=deepmath_103k train=paper device=auto
 
 Each run folder (outputs/<model>/<data>/<method>/seed<seed>, or the sweep's subfolder) gets
-config.yaml, overrides.yaml, train_log.jsonl, checkpoints/, adapter/, export/, eval/ and
-results.json. Running the same command again resumes an interrupted run from its last checkpoint and refuses to overwrite a
-finished one (train.overwrite=true to start over). A job that fails writes failure.json and
-results.json (status "failed") into its folder and re-raises: Hydra's launcher still runs the
-sweep's other jobs, and the command exits non-zero.
+config.yaml, overrides.yaml, train_log.jsonl, checkpoints/, adapter/, export/, evals/before/,
+evals/after/ and results.json (the layout: geora.training.rundir.RunFolder). Every numeric
+setting is checked before anything loads. Running the same command again resumes an
+interrupted run from its last checkpoint and refuses to overwrite a finished one
+(train.overwrite=true to start over). A job that fails writes failure.json and results.json
+(status "failed") into its folder and re-raises: Hydra's launcher still runs the sweep's
+other jobs, and the command exits non-zero.
 """
 from __future__ import annotations
 

@@ -4,16 +4,28 @@
     python -m analysis.tables multirun --table main_math       # the paper's main table, ours beside it
     python -m analysis.tables multirun --table ablation --out tables/
 
-A run folder is any folder holding a results.json written by run.py. Scores are averaged
-over seeds (mean, std and n shown); paper numbers come from analysis/paper_results.csv.
+Run folders are found and read through geora.training.rundir.RunFolder (the one place that
+knows their layout): results.json, the resolved config, and the evaluations made later by
+`scripts/evaluate.py run_dir=...` (columns evals.<eval name>.<task>; they also fill
+eval.<task> for tasks the training run did not score). Scores are averaged over seeds
+(mean, std and n shown); paper numbers come from analysis/paper_results.csv.
+
+>>> import tempfile
+>>> root = Path(tempfile.mkdtemp())
+>>> RunFolder(root / "geora" / "seed0").write_results({"status": "finished", "method": "geora",
+...     "model": "micro", "data": "micro_math", "seed": 0, "eval": {"micro_math": 41.0}})
+>>> collect_runs(root)[["method", "seed", "eval.micro_math"]]
+  method  seed  eval.micro_math
+0  geora     0             41.0
 """
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
+
+from geora.training.rundir import RunFolder
 
 PAPER_CSV = Path(__file__).resolve().parent / "paper_results.csv"
 
@@ -45,32 +57,30 @@ HYPERPARAMETERS = {"lr": ("train", "learning_rate"), "rank": ("method", "rank"),
                    "rho": ("method", "rho")}
 
 
-def _hyperparameters(config_path: Path) -> dict:
-    if not config_path.is_file():
+def _hyperparameters(run: RunFolder) -> dict:
+    cfg = run.read_config()
+    if cfg is None:
         return {}
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(config_path)
     return {name: OmegaConf.select(cfg, ".".join(keys), default=None)
             for name, keys in HYPERPARAMETERS.items()}
 
 
 def collect_runs(*roots: str | Path) -> pd.DataFrame:
-    """One row per run folder (a results.json with a method and a status) under `roots`: method, model, data, seed, status, train.*,
-    eval.<task>, eval_before.<task>, run_dir."""
+    """One row per run folder under `roots`: method, model, data, seed, status, train.*,
+    eval.<task>, eval_before.<task>, evals.<eval name>.<task> (later evaluations), the
+    hyperparameters lr, rank, rho, and run_dir."""
     rows = []
-    for root in roots:
-        root = Path(root)
-        if not root.exists():
-            raise FileNotFoundError(f"no such folder of runs: {root}")
-        for path in sorted(root.rglob("results.json")):
-            rec = json.loads(path.read_text(encoding="utf-8"))
-            if "method" not in rec or "status" not in rec:
-                continue  # an evaluation's own results.json inside a run folder, not a run
-            row = _flatten(rec)
-            row.update(_hyperparameters(path.parent / "config.yaml"))
-            row["run_dir"] = str(path.parent)
-            rows.append(row)
+    for run in RunFolder.find(*roots):
+        row = _flatten(run.read_results())
+        row.update(_hyperparameters(run))
+        for name, scores in run.later_evaluations().items():
+            for task, score in scores.items():
+                row[f"evals.{name}.{task}"] = score
+                row.setdefault(f"eval.{task}", score)   # a task training did not score
+        row["run_dir"] = str(run.path)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -78,7 +88,7 @@ def summary_table(runs: pd.DataFrame, metrics: list[str] | None = None) -> pd.Da
     """Finished runs grouped by (model, data, method, lr, rank, rho): mean of each metric over seeds, and n."""
     done = runs[runs.get("status", "finished") == "finished"] if "status" in runs else runs
     if metrics is None:
-        metrics = [c for c in done.columns if c.startswith(("eval.", "eval_before."))
+        metrics = [c for c in done.columns if c.startswith(("eval.", "eval_before.", "evals."))
                    or c in ("train.reward_start", "train.reward_end", "train.step_time_s",
                             "train.peak_memory_gib", "train.trainable_params")]
     numeric = done[metrics].apply(pd.to_numeric, errors="coerce")

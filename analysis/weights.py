@@ -3,8 +3,10 @@
     python -m analysis.weights --run outputs/RUN_DIR [--k 16] [--out weights.csv]
 
 loads the run's base model (from its resolved config), applies the saved adapter with
-`geora.load_adapter`, merges it, and writes one row per linear weight. The maths is in
-analysis.metrics; this module only pairs weights up and tabulates.
+`geora.load_adapter`, reads each target matrix's exact update (geora.weight_updates: W0
+and dW in fp32 from the method's own factors or deltas, never a 16-bit merge) and writes
+one row per matrix into the run folder's analysis/ (geora.training.rundir.RunFolder). The
+maths is in analysis.metrics; this module only pairs weights up and tabulates.
 """
 from __future__ import annotations
 
@@ -71,24 +73,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, help="CSV to write (default RUN/analysis/weights.csv)")
     args = p.parse_args(argv)
 
-    from omegaconf import OmegaConf
-
     import geora
+    from geora.fileio import atomic_write_text
     from geora.models import load_model
+    from geora.training.rundir import RunFolder
 
-    cfg_path = args.run / "config.yaml"
-    if not cfg_path.is_file():
-        raise SystemExit(f"{args.run} has no config.yaml: not a run folder written by run.py")
-    cfg = OmegaConf.load(cfg_path)
+    run = RunFolder(args.run)
+    cfg = run.read_config()
+    if cfg is None:
+        raise SystemExit(f"{args.run} has no {RunFolder.CONFIG}: not a run folder written by run.py")
     base, _ = load_model(cfg.model)
-    base_w = {n: w.clone() for n, w in linear_weights(base).items()}
-    trained = geora.merge_model(geora.load_adapter(base, args.run / "adapter"))
-    df = compare_weights(base_w, linear_weights(trained), k=args.k, reading=args.reading)
-    out = args.out or args.run / "analysis" / "weights.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(out)
+    model = geora.load_adapter(base, run.adapter, keep_initial=True)
+    base_w, trained = {}, {}
+    for u in geora.weight_updates(model):
+        if u.module.endswith(PROJECTIONS):
+            base_w[u.module], trained[u.module] = u.w0.cpu(), (u.w0 + u.delta).cpu()
+    df = compare_weights(base_w, trained, k=args.k, reading=args.reading)
+    out = args.out or run.analysis / "weights.csv"
+    atomic_write_text(out, df.to_csv(index=False))
     print(summarise(df).to_string())
     print(f"per-matrix table: {out}")
 

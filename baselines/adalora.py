@@ -6,8 +6,12 @@ method's `rank`, and the initial rank `init_r` is 1.5x that (AdaLoRA's own budge
 schedule starts at 1.5x the final budget); both can be overridden. `total_step` (the
 number of optimizer steps) is required by PEFT. The training loop must call
 `model.base_model.update_and_allocate(global_step)` after each optimizer step; without it
-AdaLoRA trains as a fixed-rank SVD adapter. Used via `geora.prepare_model(model,
-"adalora", total_step=N)`.
+AdaLoRA trains as a fixed-rank SVD adapter (the peft method kind adds that callback to
+the trainer). Used via `geora.prepare_model(model, "adalora", total_step=N)`.
+
+>>> config = adalora_config(["model.layers.0.mlp.up_proj"], rank=8, alpha=8.0, total_step=100)
+>>> config.init_r, config.target_r, config.total_step
+(12, 8, 100)
 """
 from __future__ import annotations
 

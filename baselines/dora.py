@@ -2,6 +2,10 @@
 
 PEFT initialises the magnitude to the row norms of W and B = 0, so outputs are unchanged
 at init. Used through `geora.prepare_model(model, "dora")`.
+
+>>> config = dora_config(["model.layers.0.mlp.up_proj"], rank=4, alpha=4.0)
+>>> config.use_dora, config.r
+(True, 4)
 """
 from __future__ import annotations
 

@@ -2,6 +2,10 @@
 
 Also the one place that builds a `peft.LoraConfig`, so every adapter method (the residual
 ones included) gets the same settings. Used through `geora.prepare_model(model, "lora")`.
+
+>>> config = lora_config(["model.layers.0.self_attn.q_proj"], rank=8, alpha=16.0)
+>>> config.r, config.lora_alpha, config.init_lora_weights, sorted(config.target_modules)
+(8, 16.0, True, ['model.layers.0.self_attn.q_proj'])
 """
 from __future__ import annotations
 

@@ -3,6 +3,12 @@ triplets of W ("minor components"), residual = W minus them, frozen. Not in PEFT
 
 Needs the whole spectrum, so it always uses the exact SVD (on `svd_device` for large
 models). Takes the last r triplets literally, as MiLoRA does. Pure tensors (layer 1).
+
+>>> w = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+>>> f = milora_factors(w, rank=2)
+>>> s = torch.linalg.svdvals(w)
+>>> torch.allclose(torch.linalg.svdvals(f.B @ f.A)[:2], s[-2:], atol=1e-6)
+True
 """
 from __future__ import annotations
 

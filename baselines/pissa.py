@@ -3,6 +3,11 @@
 Same factors as PEFT's `init_lora_weights="pissa"` (tests/test_methods.py checks equality)
 but computed here so that the randomized path is seeded, the SVD may run on another device
 and the init factors are recorded for save/export. Pure tensors (layer 1).
+
+>>> w = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+>>> f = pissa_factors(w, rank=2, svd="exact")
+>>> f.A.shape, f.B.shape, torch.allclose(f.residual + f.scaling * f.B @ f.A, w, atol=1e-6)
+(torch.Size([2, 4]), torch.Size([6, 2]), True)
 """
 from __future__ import annotations
 

@@ -10,19 +10,22 @@ Masks (`sparseft_mask`, each from one weight W (out, in), rank r, fraction rho):
   mask is the rho-fraction LARGEST |W_hat_r| (W_hat_r = best rank-r approximation of W).
 - "ptn_union": low_magnitude | principal_complement.
 
-Mechanism: torch.nn.utils.parametrize turns `weight` into W0 + scatter(delta), with W0 the
-original (frozen, requires_grad False) and `delta` a 1-D fp32 trainable vector over the
-mask's flat indices. Any optimizer works unchanged, and AdamW's weight decay pulls delta
-(hence W) toward W0 instead of toward 0; a gradient hook alone would not do, because
-AdamW decays every entry it holds. Keeping delta in fp32 also accumulates small updates
-that a bf16 weight would round away.
+This module supplies only the masks (pure tensors, layer 1). The mechanism that trains
+them, W = W0 + scatter(delta) with a fp32 delta over the mask, is the masked-delta
+parametrization of the model surgery (geora.surgery.MaskedDelta), applied by the "sparse"
+method kind (geora/kinds/sparse.py).
+
+>>> w = torch.arange(1.0, 13.0).reshape(3, 4)
+>>> sparseft_mask(w, "low_magnitude", rank=1, rho=0.25).int()
+tensor([[1, 1, 1, 0],
+        [0, 0, 0, 0],
+        [0, 0, 0, 0]], dtype=torch.int32)
 """
 from __future__ import annotations
 
 import math
 
 import torch
-from torch import nn
 
 from geora import linalg
 from geora.init import geora_masks
@@ -54,24 +57,3 @@ def sparseft_mask(weight: torch.Tensor, mask: str = "geora_union", *, rank: int 
     tau_top = torch.kthvalue(w_hat.reshape(-1), n - k + 1).values
     complement = w_hat < tau_top
     return complement if mask == "principal_complement" else complement | low
-
-
-class MaskedDelta(nn.Module):
-    """Parametrization W = W0 + scatter(delta) over a fixed bool mask (out, in).
-
-    indices: flat positions of the mask (int32 buffer, int64 beyond 2^31 entries); delta: (n_mask,) fp32 Parameter,
-    zero at init so W == W0 bitwise. Entries outside the mask are copied from W0.
-    """
-
-    def __init__(self, mask: torch.Tensor):
-        super().__init__()
-        idx = mask.reshape(-1).nonzero().squeeze(1)
-        # int32 positions halve the memory of int64 (a 50M-entry weight fits easily)
-        self.register_buffer("indices", idx.to(torch.int32) if mask.numel() < 2 ** 31 else idx)
-        self.delta = nn.Parameter(torch.zeros(self.indices.numel(), dtype=torch.float32,
-                                              device=mask.device))
-
-    def forward(self, w0: torch.Tensor) -> torch.Tensor:
-        flat = w0.reshape(-1)
-        vals = (flat[self.indices].float() + self.delta).to(w0.dtype)
-        return flat.index_put((self.indices,), vals).view_as(w0)

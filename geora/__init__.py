@@ -4,9 +4,10 @@ Public API (imported lazily, so `import geora` stays light and the registry ->
 baselines -> geora.linalg imports cannot cycle):
 
     geora_init, GeoraFactors                      # one weight -> factors (geora.init)
-    available_methods, prepare_model              # the registry (geora.methods)
+    available_methods, prepare_model, get_method  # the registry (geora.methods)
     save_adapter, load_adapter, export_lora,      # persistence (geora.persistence)
     merge_model, count_parameters
+    weight_updates, kind_of                       # method kinds (geora.kinds)
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ _EXPORTS = {
     "save_adapter": "geora.persistence", "load_adapter": "geora.persistence",
     "export_lora": "geora.persistence", "merge_model": "geora.persistence",
     "count_parameters": "geora.persistence",
+    "weight_updates": "geora.kinds", "kind_of": "geora.kinds",
     "mask_stats": "geora.linalg",
 }
 

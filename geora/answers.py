@@ -55,13 +55,13 @@ def is_correct(gold: str, completion: str) -> bool:
     if boxed is None:
         return False
     in_main = threading.current_thread() is threading.main_thread()
-    kw = {} if in_main else {"parsing_timeout": None}
-    try:
-        gold_parsed = parse(_wrap_gold(gold), **kw)
-        answer_parsed = parse(f"\\boxed{{{boxed}}}", **kw)
-        if not gold_parsed or not answer_parsed:
-            return False
-        vkw = {} if in_main else {"timeout_seconds": None}
-        return bool(verify(gold_parsed, answer_parsed, **vkw))
-    except Exception:  # a malformed answer is a wrong answer, never a crash mid-training
+    # raise_on_error=False: math-verify itself turns a malformed or timed-out expression
+    # into an empty parse / False, so a bad answer is a wrong answer, never a crash
+    # mid-training; anything else raised here is a real error and propagates.
+    kw = {"raise_on_error": False} | ({} if in_main else {"parsing_timeout": None})
+    gold_parsed = parse(_wrap_gold(gold), **kw)
+    answer_parsed = parse(f"\\boxed{{{boxed}}}", **kw)
+    if not gold_parsed or not answer_parsed:
         return False
+    vkw = {"raise_on_error": False} | ({} if in_main else {"timeout_seconds": None})
+    return bool(verify(gold_parsed, answer_parsed, **vkw))

@@ -1,18 +1,30 @@
-"""Small I/O helpers shared by the run folder, the evaluation and scripts: atomic writes,
+"""The one writer of files and folders (atomic), and small readers of the environment:
 package versions, the source tree's git state.
 
-Every file a run or an evaluation writes goes to a temporary name in the same folder and is
-renamed into place (os.replace is atomic on POSIX), so a crash never leaves half a file.
+Every file goes to a temporary name in the same folder and is renamed into place
+(os.replace is atomic on POSIX); every folder (an adapter, an export, an evaluation, a model
+directory) is written into a temporary sibling and renamed into place when complete. A
+crash never leaves half a file or half a folder under the final name.
+
+>>> import tempfile
+>>> root = Path(tempfile.mkdtemp())
+>>> atomic_write_json(root / "a.json", {"x": 1})
+>>> with atomic_dir(root / "folder") as tmp:
+...     atomic_write_text(tmp / "f.txt", "hello")
+>>> sorted(p.name for p in root.iterdir()), (root / "folder" / "f.txt").read_text()
+(['a.json', 'folder'], 'hello')
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,8 +44,35 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+def atomic_write_json(path: str | Path, obj: Any, *, sort_keys: bool = False) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, default=str) + "\n")
+
+
+@contextmanager
+def atomic_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside `out_dir`; on success it replaces `out_dir`, on error
+    it is deleted, so no half-written folder is ever left at `out_dir`.
+
+    An existing non-empty `out_dir` is refused unless `overwrite`; when replaced, the old
+    folder is renamed aside first and deleted only after the new one is in place.
+    """
+    out = Path(out_dir)
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{str(out)!r} exists and is not empty (pass overwrite=True)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def package_versions(names: Iterable[str]) -> dict[str, str | None]:

@@ -1,49 +1,82 @@
-"""THE registry: method name -> Method, and `prepare_model`, the one entry point.
+"""THE registry: method name -> Method (its kind plus its own maths), and `prepare_model`,
+the one entry point.
 
-    import geora
-    model = geora.prepare_model(model, "geora", rank=16, rho=0.2)   # -> peft.PeftModel
-    geora.available_methods()   # ['geora', 'geora_random_r', ..., 'fullft']
+>>> import geora
+>>> from geora.models import tiny_model
+>>> import peft
+>>> model = geora.prepare_model(tiny_model(), "geora", rank=4, rho=0.2)
+>>> isinstance(model, peft.PeftModel), geora.surgery.get_state(model).kind
+(True, 'residual')
+>>> geora.available_methods()[:3]
+['geora', 'geora_random_r', 'geora_tail_r']
 
-Kinds: "residual" (geora*, pissa, milora: standard PEFT LoRA layers whose frozen base holds
-W_res = W - s B0 A0), "peft" (lora, dora, adalora: PEFT's own init), "sparse" (sparseft:
-the transformers model with masked trainable deltas), "full" (fullft). Every prepared
-model computes exactly the original function at init, and carries a GeoraState
-(`geora.surgery.get_state(model)`) that save/export use.
+A method is a kind (geora/kinds/: residual, peft, sparse, full; what prepare / save / load /
+export / trainer callbacks / weight updates do) plus the method's own part: a `factorize`
+function (residual), a PEFT `config` function (peft) or a `mask` function (sparse), from
+geora.init or baselines/. Every prepared model computes exactly the original function at
+init and carries a GeoraState (`geora.surgery.get_state(model)`) that save/export use.
+
+Adding a method of an existing kind is one entry in `_registry` (plus its maths, if new,
+and conf/method/<name>.yaml); nothing else in the code names methods.
+
+Every argument a method does not use is refused (ValueError naming it): `uses` lists which
+of rank, rho, alpha, target_modules it takes, `options` its keyword options.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
+from typing import Any, Callable
 
 from torch import nn
 
 from baselines.adalora import ADALORA_OPTIONS, adalora_config
 from baselines.dora import dora_config
-from baselines.fullft import enable_full_training
 from baselines.lora import LORA_OPTIONS, lora_config
 from baselines.milora import milora_factors
 from baselines.pissa import pissa_factors
-from baselines.sparseft import SPARSEFT_MASKS, sparseft_mask
+from baselines import sparseft
+from baselines.sparseft import SPARSEFT_MASKS
 from geora import linalg, surgery
-from geora.init import geora_init, resolve_alpha
+from geora.init import ALPHA_NORMS, geora_init, resolve_alpha
+from geora.kinds import FULL, PEFT, RESIDUAL, SPARSE, MethodKind
 
-# options shared by every method that factorises weights
-SVD_OPTIONS = ("svd", "niter", "seed", "svd_device", "progress")
-RESIDUAL_OPTIONS = SVD_OPTIONS + ("alpha_norm",) + LORA_OPTIONS
+# The paper's r and rho, the defaults of every method that has them (and of the CLIs).
+DEFAULT_RANK = 16
+DEFAULT_RHO = 0.2
+
+# prepare_model's shape arguments; a method's `uses` is a subset.
+SHAPE_ARGS = ("rank", "rho", "alpha", "target_modules")
+ADAPTER_ARGS = ("rank", "alpha", "target_modules")          # no mask fraction
+
+# Option names, each defined once.
+SVD_METHODS = ("randomized", "exact")
+SEEDED_SVD_OPTIONS = ("svd", "niter", "seed")    # svd: one of SVD_METHODS
+SVD_DEVICE = "svd_device"                        # where the SVDs / masks run (e.g. "cuda")
+ALPHA_NORM = "alpha_norm"                        # one of geora.init.ALPHA_NORMS
+SPARSEFT_MASK = "sparseft_mask"                  # one of baselines.sparseft.SPARSEFT_MASKS
+KEEP_INITIAL = "keep_initial"                    # fullft: keep W0 to read weight updates
+FACTOR_OPTIONS = SEEDED_SVD_OPTIONS + (SVD_DEVICE, ALPHA_NORM) + LORA_OPTIONS
 
 
 @dataclass(frozen=True)
 class Method:
-    """One method. `factorize(weight, *, rank, rho, alpha, where, **opts) -> GeoraFactors`
-    for residual methods; `config(targets, rank, alpha, **opts) -> PeftConfig` for PEFT
-    methods; `options` lists the keyword options it accepts."""
+    """One method: a kind plus its own maths.
+
+    factorize(weight, *, rank, rho, alpha, where, **options) -> GeoraFactors (residual);
+    config(targets, rank, alpha, **options) -> peft.PeftConfig (peft);
+    mask(weight, *, rank, rho, where, **options) -> bool mask (sparse).
+    `uses`: which of rank / rho / alpha / target_modules it takes; `options`: its keyword
+    options. Anything else given to prepare_model raises ValueError.
+    """
     name: str
-    kind: str
+    kind: MethodKind
     summary: str
+    uses: tuple[str, ...] = SHAPE_ARGS
     options: tuple[str, ...] = ()
     factorize: Callable | None = None
     config: Callable | None = None
+    mask: Callable | None = None
 
 
 def _geora(weight, *, rank, rho, alpha, where, factors="top", masks="union", svd="randomized",
@@ -59,13 +92,20 @@ def _pissa(weight, *, rank, rho, alpha, where, svd="randomized", niter=None, see
                          alpha_norm=alpha_norm, where=where)
 
 
-def _milora(weight, *, rank, rho, alpha, where, svd=None, niter=None, seed=0,
-            alpha_norm="none"):
+def _milora(weight, *, rank, rho, alpha, where, alpha_norm="none"):
+    # MiLoRA needs the whole spectrum: always the exact SVD, no seed, no iterations.
     return milora_factors(weight, rank, alpha, alpha_norm=alpha_norm, where=where)
 
 
+def _sparseft(weight, *, rank, rho, where, sparseft_mask="geora_union", svd="randomized",
+              niter=None, seed=0):
+    return sparseft.sparseft_mask(weight, sparseft_mask, rank=rank, rho=rho, svd=svd,
+                                  niter=niter, seed=seed, where=where)
+
+
 def _registry() -> dict[str, Method]:
-    res = partial(Method, kind="residual", options=RESIDUAL_OPTIONS)
+    res = partial(Method, kind=RESIDUAL, options=FACTOR_OPTIONS)
+    peft = partial(Method, kind=PEFT, uses=ADAPTER_ARGS, options=LORA_OPTIONS)
     methods = [
         res(name="geora", summary="top-r SVD of W*(M_spec|M_euc); residual frozen",
             factorize=_geora),
@@ -77,17 +117,19 @@ def _registry() -> dict[str, Method]:
             factorize=partial(_geora, masks="euc")),
         res(name="geora_wo_euc", summary="ablation: mask = M_spec only",
             factorize=partial(_geora, masks="spec")),
-        Method("lora", "peft", "PEFT LoRA (B = 0), base unchanged", ("lora_dropout",
-               "autocast_adapter_dtype"), config=lora_config),
-        res(name="pissa", summary="top-r triplets of W (PiSSA)", factorize=_pissa),
-        res(name="milora", summary="r smallest triplets of W (MiLoRA)", factorize=_milora),
-        Method("dora", "peft", "PEFT DoRA", ("lora_dropout", "autocast_adapter_dtype"),
-               config=dora_config),
-        Method("adalora", "peft", "PEFT AdaLoRA (needs total_step)",
-               ADALORA_OPTIONS + ("autocast_adapter_dtype",), config=adalora_config),
-        Method("sparseft", "sparse", "full fine-tuning on a fixed mask (delta over W0)",
-               SVD_OPTIONS + ("sparseft_mask",)),
-        Method("fullft", "full", "every parameter trains"),
+        peft(name="lora", summary="PEFT LoRA (B = 0), base unchanged", config=lora_config),
+        res(name="pissa", summary="top-r triplets of W (PiSSA)", uses=ADAPTER_ARGS,
+            factorize=_pissa),
+        res(name="milora", summary="r smallest triplets of W (MiLoRA), exact SVD",
+            uses=ADAPTER_ARGS, options=(SVD_DEVICE, ALPHA_NORM) + LORA_OPTIONS,
+            factorize=_milora),
+        peft(name="dora", summary="PEFT DoRA", config=dora_config),
+        peft(name="adalora", summary="PEFT AdaLoRA (needs total_step)",
+             options=ADALORA_OPTIONS + ("autocast_adapter_dtype",), config=adalora_config),
+        Method("sparseft", SPARSE, "full fine-tuning on a fixed mask (delta over W0)",
+               uses=("rank", "rho", "target_modules"),
+               options=SEEDED_SVD_OPTIONS + (SVD_DEVICE, SPARSEFT_MASK), mask=_sparseft),
+        Method("fullft", FULL, "every parameter trains", uses=(), options=(KEEP_INITIAL,)),
     ]
     return {m.name: m for m in methods}
 
@@ -105,76 +147,85 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def prepare_model(model: nn.Module, method: str, *, rank: int = 16, rho: float = 0.2,
-                  alpha: float | None = None, target_modules="all-linear", **options):
+def check_arguments(spec: Method, shape: dict[str, Any], options: dict[str, Any]) -> None:
+    """Refuse what `spec` does not use: a shape argument given (not None) or an option."""
+    unused = [f"{k}={v!r}" for k, v in shape.items() if v is not None and k not in spec.uses]
+    if unused:
+        raise ValueError(f"method {spec.name!r} does not use {', '.join(unused)} (it takes "
+                         f"{list(spec.uses) or 'none of rank, rho, alpha, target_modules'})")
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise ValueError(f"method {spec.name!r} does not take option(s) {unknown}; it "
+                         f"accepts {sorted(spec.options)}")
+
+
+def check_option_values(method: str, opts: dict) -> None:
+    """Option values that would only fail inside the per-module loop, checked up front."""
+    def bad(key, expected):
+        raise ValueError(f"method {method!r}: {key}={opts[key]!r}: {expected}")
+
+    if opts.get("svd", SVD_METHODS[0]) not in SVD_METHODS:
+        bad("svd", "choose 'randomized' or 'exact'")
+    if opts.get(ALPHA_NORM, ALPHA_NORMS[0]) not in ALPHA_NORMS:
+        bad(ALPHA_NORM, "choose 'none' or 'peft'")
+    niter = opts.get("niter")
+    if niter is not None and (isinstance(niter, bool) or not isinstance(niter, int) or niter < 0):
+        bad("niter", "must be an int >= 0")
+    seed = opts.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        bad("seed", "must be an int")
+    if opts.get(SPARSEFT_MASK, SPARSEFT_MASKS[0]) not in SPARSEFT_MASKS:
+        bad(SPARSEFT_MASK, f"choose one of {SPARSEFT_MASKS}")
+    dropout = opts.get("lora_dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        bad("lora_dropout", "must be a number in [0, 1)")
+    for flag in (KEEP_INITIAL, "autocast_adapter_dtype"):
+        if not isinstance(opts.get(flag, False), bool):
+            bad(flag, "must be true or false")
+
+
+def _check_rank(rank) -> int:
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
+        raise ValueError(f"rank={rank!r} must be a positive int")
+    return rank
+
+
+def prepare_model(model: nn.Module, method: str, *, rank: int | None = None,
+                  rho: float | None = None, alpha: float | None = None,
+                  target_modules=None, progress: bool = False, **options):
     """Make `model` ready to train with `method`; outputs are unchanged at init.
 
     Residual/PEFT methods return a peft.PeftModel (adapter "default", only adapters
     trainable); sparseft returns `model` with masked deltas; fullft returns `model` with
-    every parameter trainable. options (per method, see METHODS[name].options): svd
-    ("randomized" | "exact"), niter, seed, alpha_norm ("none" | "peft"), svd_device
-    (e.g. "cuda"), progress (tqdm bar), lora_dropout, autocast_adapter_dtype,
-    sparseft_mask, and AdaLoRA's total_step / init_r / target_r / schedule. All checks
-    run before the model is modified.
+    every parameter trainable. rank (default DEFAULT_RANK), rho (default DEFAULT_RHO),
+    alpha (default = rank) and target_modules (default "all-linear") apply to the methods
+    whose `uses` lists them; passing one to another method raises. options (per method,
+    see METHODS[name].options): svd ("randomized" | "exact"), niter, seed, alpha_norm
+    ("none" | "peft"), svd_device (e.g. "cuda"), lora_dropout, autocast_adapter_dtype,
+    sparseft_mask, keep_initial (fullft), and AdaLoRA's total_step / init_r / target_r /
+    schedule. progress: a tqdm bar over modules. All checks run before the model is
+    modified.
     """
     spec = get_method(method)
-    unknown = sorted(set(options) - set(spec.options))
-    if unknown:
-        raise ValueError(f"method {method!r} does not take option(s) {unknown}; it "
-                         f"accepts {sorted(spec.options)}")
-    if spec.kind == "full":
-        enable_full_training(model)
-        surgery.set_state(model, surgery.GeoraState(method, "full", rank, 0.0, rho, []))
-        return model
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
-        raise ValueError(f"rank={rank!r} must be a positive int")
-    linalg.check_rho(rho)
-    alpha = resolve_alpha(alpha, rank)
-    names = surgery.resolve_targets(model, target_modules)
-    surgery.validate_targets(model, names, rank)
+    check_arguments(spec, dict(rank=rank, rho=rho, alpha=alpha,
+                               target_modules=target_modules), options)
+    check_option_values(method, options)
+    surgery.refuse_peft_model(model)
+    if "rank" in spec.uses:
+        rank = _check_rank(DEFAULT_RANK if rank is None else rank)
+    if "rho" in spec.uses:
+        rho = DEFAULT_RHO if rho is None else rho
+        linalg.check_rho(rho)
+    if "alpha" in spec.uses:
+        alpha = resolve_alpha(alpha, rank)
+    targets = spec.kind.resolve_targets(
+        model, "all-linear" if target_modules is None else target_modules, rank)
+    state = surgery.GeoraState(method, spec.kind.name, rank, alpha, rho, targets,
+                               options=dict(options))
     opts = dict(options)
-    progress = bool(opts.pop("progress", False))
-    svd_device = opts.pop("svd_device", None)
-    state = surgery.GeoraState(method, spec.kind, rank, alpha, rho, names,
-                               options={k: v for k, v in options.items() if k != "progress"})
+    svd_device = opts.pop(SVD_DEVICE, None)
+    prepared = spec.kind.prepare(model, spec, state, opts, svd_device=svd_device,
+                                 progress=progress)
+    surgery.set_state(prepared, state)
+    return prepared
 
-    if spec.kind == "sparse":
-        mask = opts.pop("sparseft_mask", "geora_union")
-        if mask not in SPARSEFT_MASKS:
-            raise ValueError(f"sparseft_mask={mask!r}: choose one of {SPARSEFT_MASKS}")
-        _check_factor_options(method, opts)
-        mask_fn = partial(sparseft_mask, mask=mask, rank=rank, rho=rho, **opts)
-        state.mask_stats = surgery.install_masked_deltas(
-            model, names, mask_fn, svd_device=svd_device, progress=progress)
-        surgery.set_state(model, state)
-        return model
-
-    from peft import get_peft_model
-
-    autocast = opts.pop("autocast_adapter_dtype", True)
-    if spec.kind == "peft":
-        config = spec.config(names, rank, alpha, **opts)
-        peft_model = get_peft_model(model, config, autocast_adapter_dtype=autocast)
-    else:
-        config = lora_config(names, rank, alpha, lora_dropout=opts.pop("lora_dropout", 0.0))
-        _check_factor_options(method, opts)
-        peft_model = get_peft_model(model, config, autocast_adapter_dtype=autocast)
-        factorize = partial(spec.factorize, rank=rank, rho=rho, alpha=alpha, **opts)
-        state.init_factors, state.mask_stats = surgery.write_residual_factors(
-            peft_model, names, factorize, svd_device=svd_device, progress=progress,
-            desc=f"{method} init")
-    surgery.set_state(peft_model, state)
-    return peft_model
-
-
-def _check_factor_options(method: str, opts: dict) -> None:
-    """Option values that would only fail inside the per-module loop, checked up front."""
-    if opts.get("svd", "randomized") not in ("randomized", "exact"):
-        raise ValueError(f"method {method!r}: svd={opts['svd']!r}: choose 'randomized' or "
-                         f"'exact'")
-    if opts.get("alpha_norm", "none") not in ("none", "peft"):
-        raise ValueError(f"method {method!r}: alpha_norm={opts['alpha_norm']!r}: choose "
-                         f"'none' or 'peft'")
-    niter = opts.get("niter")
-    if niter is not None and (not isinstance(niter, int) or niter < 0):
-        raise ValueError(f"method {method!r}: niter={niter!r} must be an int >= 0")

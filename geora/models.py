@@ -16,6 +16,8 @@ from typing import Any, Mapping
 
 import torch
 
+from geora.distributed import local_rank
+
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -32,8 +34,8 @@ def resolve_device(name: str) -> str:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but torch sees no CUDA device; use device=cpu or auto")
-    if name == "cuda" and "LOCAL_RANK" in os.environ:
-        name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    if name == "cuda" and local_rank() is not None:
+        name = f"cuda:{local_rank()}"
     return name
 
 
@@ -59,11 +61,12 @@ def resolve_hub_snapshot(repo_id: str, *, repo_type: str = "model", override_key
     """Local directory of `repo_id`: the HF cache if it holds it, else a download if the hub
     is reachable, else HubUnavailableError naming the id and the config key to override."""
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
         return snapshot_download(repo_id, repo_type=repo_type, revision=revision,
                                  local_files_only=True)
-    except Exception:  # not cached: fall through to the network check
+    except LocalEntryNotFoundError:  # not cached (or cached incompletely): try the network
         pass
     if not hub_reachable():
         raise HubUnavailableError(
@@ -125,3 +128,24 @@ def load_model(cfg: Mapping[str, Any], *, device: str | torch.device = "cpu"):
             model_dir, dtype=dtype, trust_remote_code=bool(cfg.get("trust_remote_code", False)))
     tokenizer = load_tokenizer(cfg)
     return model.to(device), tokenizer
+
+
+# A 2-layer Qwen3 with every real module name (q_proj ... down_proj): for examples,
+# doctests and smoke checks (the tests build the same one in tests/conftest.py).
+TINY_QWEN3 = dict(model_type="qwen3", vocab_size=512, hidden_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+                  head_dim=16, max_position_embeddings=256, tie_word_embeddings=True)
+
+
+def tiny_model(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides):
+    """A tiny random Qwen3 causal LM (~0.1M parameters), built in memory, never downloaded.
+
+    >>> model = tiny_model()
+    >>> type(model).__name__, sum(p.numel() for p in model.parameters())
+    ('Qwen3ForCausalLM', 106880)
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(**{**TINY_QWEN3, **overrides})
+    return AutoModelForCausalLM.from_config(config, dtype=dtype).eval()

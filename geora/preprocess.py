@@ -19,8 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-METHOD_NAMES = ("geora", "geora_random_r", "geora_tail_r", "geora_wo_spec", "geora_wo_euc",
-                "lora", "pissa", "milora", "dora", "adalora", "sparseft", "fullft")
+from geora.methods import (DEFAULT_RANK, DEFAULT_RHO, SVD_METHODS, available_methods,
+                           check_arguments, check_option_values, get_method)
+
+METHOD_NAMES = tuple(available_methods())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,20 +35,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True,
                    help="local Hugging Face model folder (with config.json); no hub access")
     p.add_argument("--method", default="geora", choices=METHOD_NAMES)
-    p.add_argument("--rank", type=int, default=16, help="adapter rank r")
-    p.add_argument("--rho", type=float, default=0.2, help="mask fraction, in (0, 1)")
+    # Every method option defaults to None = not given: a method refuses what it does not
+    # use (e.g. --rho for lora, --svd for milora), and prepare_model supplies the defaults.
+    p.add_argument("--rank", type=int, default=None,
+                   help=f"adapter rank r (default {DEFAULT_RANK} where the method has one)")
+    p.add_argument("--rho", type=float, default=None,
+                   help=f"mask fraction in (0, 1) (default {DEFAULT_RHO} where the method "
+                        f"has masks)")
     p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default: rank)")
     p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     p.add_argument("--device", default=None,
                    help="device for the SVDs, e.g. cuda (default: where the weights are)")
     p.add_argument("--dtype", default="auto",
                    help="load dtype: auto (the checkpoint's), float32, bfloat16, float16")
-    p.add_argument("--svd", default="randomized", choices=("randomized", "exact"))
+    p.add_argument("--svd", default=None, choices=SVD_METHODS,
+                   help="SVD of the methods that take one (default: randomized)")
     p.add_argument("--niter", type=int, default=None,
                    help="power iterations of the randomized SVD (default: geora.linalg)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--target-modules", default="all-linear",
-                   help="'all-linear', a regex, or comma-separated module names")
+    p.add_argument("--seed", type=int, default=None, help="seed of the SVD (default 0)")
+    p.add_argument("--target-modules", default=None,
+                   help="'all-linear' (default), a regex, or comma-separated module names")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra method option, e.g. --set total_step=500 (adalora), "
                         "--set sparseft_mask=low_magnitude, --set alpha_norm=peft")
@@ -78,8 +86,15 @@ def main(argv: list[str] | None = None) -> dict:
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise SystemExit(f"--out {str(out)!r} exists and is not empty (use --overwrite)")
     targets = args.target_modules
-    if targets != "all-linear" and "," in targets:
+    if targets is not None and targets != "all-linear" and "," in targets:
         targets = [t.strip() for t in targets.split(",") if t.strip()]
+
+    given = dict(svd=args.svd, niter=args.niter, seed=args.seed, svd_device=args.device)
+    options = {k: v for k, v in given.items() if v is not None}
+    options.update(parse_options(args.set))
+    shape = dict(rank=args.rank, rho=args.rho, alpha=args.alpha, target_modules=targets)
+    check_arguments(get_method(args.method), shape, options)   # before the model loads
+    check_option_values(args.method, options)
 
     import torch
     from transformers import AutoModelForCausalLM
@@ -90,15 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
-    options = dict(svd=args.svd, niter=args.niter, seed=args.seed, svd_device=args.device,
-                   progress=True)
-    options.update(parse_options(args.set))
-    accepted = set(geora.get_method(args.method).options)
-    options = {k: v for k, v in options.items()
-               if k in accepted or k not in ("svd", "niter", "seed", "svd_device", "progress")}
     t1 = time.perf_counter()
-    prepared = geora.prepare_model(model, args.method, rank=args.rank, rho=args.rho,
-                                   alpha=args.alpha, target_modules=targets, **options)
+    prepared = geora.prepare_model(model, args.method, progress=True, **shape, **options)
     t2 = time.perf_counter()
     geora.save_adapter(prepared, out, overwrite=args.overwrite)
     trainable, total = geora.count_parameters(prepared)

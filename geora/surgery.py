@@ -1,6 +1,7 @@
 """Model surgery (layer 2): find target modules, wrap them with PEFT LoRA layers, write
-factors and residuals back, install SparseFT's masked parametrization, and record on the
-model what save/export need (`GeoraState`, attribute `geora_state`).
+factors and residuals back, install masked trainable deltas (`MaskedDelta`, SparseFT's
+parametrization), and record on the model what save/export need (`GeoraState`, attribute
+`geora_state`). The method kinds (geora/kinds/) do their work through these functions.
 
 Every check runs before the model is touched, so bad input changes nothing. Large models
 are processed one module at a time: each weight is factorised (optionally on
@@ -18,7 +19,6 @@ from torch import nn
 from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
-from baselines.sparseft import MaskedDelta
 from geora import linalg
 
 STATE_ATTR = "geora_state"
@@ -35,14 +35,16 @@ class GeoraState:
     (SparseFT). options: the JSON-able method options that were used.
     """
     method: str
-    kind: str                       # "residual" | "peft" | "sparse" | "full"
-    rank: int
-    alpha: float
-    rho: float
+    kind: str                       # a name in geora.kinds.KINDS: residual | peft | sparse | full
+    rank: int | None                # None where the method has no rank (fullft)
+    alpha: float | None
+    rho: float | None               # None where the method has no mask fraction
     targets: list[str]
     options: dict = field(default_factory=dict)
     init_factors: dict = field(default_factory=dict)
     mask_stats: dict = field(default_factory=dict)
+    # full kind with keep_initial=True: module name -> its weight before training (CPU copy)
+    initial_weights: dict = field(default_factory=dict)
 
 
 def get_state(model: nn.Module) -> GeoraState | None:
@@ -82,6 +84,14 @@ def _excluded_outputs(model: nn.Module) -> set[int]:
     return out
 
 
+def hidden_linear_names(model: nn.Module) -> list[str]:
+    """Every nn.Linear but the output layer (and any Linear tied to the embedding): the
+    matrices whose update the analysis reads for methods without targets (fullft)."""
+    skip = _excluded_outputs(model)
+    return [n for n, m in model.named_modules()
+            if isinstance(m, nn.Linear) and id(m) not in skip]
+
+
 def _summary(names: list[str]) -> str:
     leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
     return f"leaf names {leaves}, e.g. {names[:3]}" if names else "none"
@@ -95,9 +105,7 @@ def resolve_targets(model: nn.Module, target_modules="all-linear") -> list[str]:
     or ending in "." + item. Raises ValueError when nothing matches (listing what exists)
     and refuses GPT-2-style Conv1D (fan_in_fan_out) modules.
     """
-    if isinstance(model, _peft_model_type()):
-        raise ValueError("the model is already a peft.PeftModel; prepare_model takes the "
-                         "plain transformers model")
+    refuse_peft_model(model)
     linear = linear_modules(model)
     if isinstance(target_modules, str) and target_modules == "all-linear":
         skip = _excluded_outputs(model)
@@ -129,9 +137,12 @@ def _is_name_list(value) -> bool:
     return bool(items) and all(isinstance(t, str) for t in items)
 
 
-def _peft_model_type():
+def refuse_peft_model(model: nn.Module) -> None:
     from peft import PeftModel
-    return PeftModel
+
+    if isinstance(model, PeftModel):
+        raise ValueError("the model is already a peft.PeftModel; prepare_model takes the "
+                         "plain transformers model")
 
 
 def validate_targets(model: nn.Module, names: list[str], rank: int) -> None:
@@ -186,12 +197,58 @@ def write_residual_factors(peft_model: nn.Module, names: list[str],
     return init, stats
 
 
-# -------------------------------------------------------------------------- SparseFT
+# ------------------------------------------------------------------ masked deltas
+class MaskedDelta(nn.Module):
+    """Parametrization W = W0 + scatter(delta) over a fixed bool mask (out, in).
+
+    indices: flat positions of the mask (int32 buffer, int64 beyond 2^31 entries); delta:
+    (n_mask,) fp32 Parameter, zero at init so W == W0 bitwise. Entries outside the mask are
+    copied from W0. Any optimizer works unchanged, and AdamW's weight decay pulls delta
+    (hence W) toward W0 instead of toward 0; a gradient hook alone would not do, because
+    AdamW decays every entry it holds. Keeping delta in fp32 also accumulates small updates
+    that a bf16 weight would round away.
+
+    >>> w0 = torch.zeros(2, 3)
+    >>> p = MaskedDelta(torch.tensor([[True, False, False], [False, False, True]]))
+    >>> with torch.no_grad():
+    ...     _ = p.delta.copy_(torch.tensor([1.0, 2.0]))
+    >>> p(w0)
+    tensor([[1., 0., 0.],
+            [0., 0., 2.]], grad_fn=<ViewBackward0>)
+    """
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        idx = mask.reshape(-1).nonzero().squeeze(1)
+        # int32 positions halve the memory of int64 (a 50M-entry weight fits easily)
+        self.register_buffer("indices", idx.to(torch.int32) if mask.numel() < 2 ** 31 else idx)
+        self.delta = nn.Parameter(torch.zeros(self.indices.numel(), dtype=torch.float32,
+                                              device=mask.device))
+
+    def forward(self, w0: torch.Tensor) -> torch.Tensor:
+        flat = w0.reshape(-1)
+        vals = (flat[self.indices].float() + self.delta).to(w0.dtype)
+        return flat.index_put((self.indices,), vals).view_as(w0)
+
+    def delta_weight(self, shape: torch.Size) -> torch.Tensor:
+        """The fp32 change scattered into a dense (out, in) tensor (zeros off the mask)."""
+        dense = torch.zeros(shape.numel(), dtype=torch.float32, device=self.delta.device)
+        dense[self.indices.long()] = self.delta.detach().float()
+        return dense.view(shape)
+
+
+def masked_delta(module: nn.Module) -> MaskedDelta:
+    """The MaskedDelta installed on module.weight (ValueError if there is none)."""
+    if not parametrize.is_parametrized(module, "weight"):
+        raise ValueError(f"{type(module).__name__} has no masked delta on its weight")
+    return module.parametrizations.weight[0]
+
+
 def install_masked_deltas(model: nn.Module, names: list[str],
                           mask_fn: Callable[..., torch.Tensor], *, svd_device=None,
                           progress: bool = False) -> dict:
     """Freeze the model, then make each target's weight W0 + scatter(delta) over
-    mask_fn(W, where=name) (see baselines/sparseft.py). Returns per-module
+    mask_fn(W, where=name) (the masks: baselines/sparseft.py). Returns per-module
     {"n", "count_trained", "frac_trained"}."""
     # Inputs were validated beforehand; masks are built and installed one module at a
     # time so that no more than one module's mask is held at once.

@@ -1,4 +1,4 @@
-"""Score a model with lm-evaluation-harness and write results.json + per-sample logs.
+"""Score a model with lm-evaluation-harness and write its summary + per-sample logs.
 
     python scripts/evaluate.py model=micro eval=micro            # bundled micro model
     python scripts/evaluate.py run_dir=outputs/micro/micro_math/geora/seed0 eval=micro
@@ -8,7 +8,9 @@
 What is scored: the model of `model` (hub id, local_path, bundled asset, or random_init);
 a merged model is a folder, so `model.local_path=DIR`; or a trained run (`run_dir=`),
 through its export/ LoRA on the original base (never the residual base) or its adapter/.
-Prints in-domain and out-of-domain scores (percent) and where results.json went.
+A run's evaluation is recorded in the run folder, evals/<eval.name>/ (written whole or not
+at all), where `python -m analysis.tables` finds it. Prints in-domain and out-of-domain
+scores (percent) and where the summary (eval_results.json) went.
 """
 from __future__ import annotations
 
@@ -18,45 +20,65 @@ import warnings
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
+
+from geora.evaluation.harness import SUMMARY_FILE  # noqa: E402
+from geora.training.rundir import AFTER, BEFORE, RunFolder  # noqa: E402
 
 log = logging.getLogger("geora.evaluate")
 # As in run.py: conf/hydra/launcher/*.yaml share names with the launchers' schemas.
 warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")
 
 
-def _run_target(run_dir: Path):
+def _run_target(run: RunFolder):
     """(model config, export dir or None, adapter dir or None) of a run folder."""
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"run_dir={str(run_dir)!r} has no config.yaml: not a run folder")
-    run_cfg = OmegaConf.load(cfg_path)
-    export = run_dir / "export"
-    adapter = run_dir / "adapter"
-    export = export if (export / "adapter_config.json").is_file() else None
-    adapter = adapter if adapter.is_dir() else None
+    run_cfg = run.read_config()
+    if run_cfg is None:
+        raise FileNotFoundError(f"run_dir={str(run.path)!r} has no {RunFolder.CONFIG}: not a "
+                                f"run folder")
+    export = run.export if (run.export / "adapter_config.json").is_file() else None
+    adapter = run.adapter if run.adapter.is_dir() else None
     if export is None and adapter is None:
-        raise FileNotFoundError(f"run_dir={str(run_dir)!r} has neither export/ nor adapter/: "
-                                f"an unfinished run?")
+        raise FileNotFoundError(f"run_dir={str(run.path)!r} has neither {RunFolder.EXPORT}/ "
+                                f"nor {RunFolder.ADAPTER}/: an unfinished run?")
     return run_cfg.model, export, adapter
 
 
+def run_folder(cfg: DictConfig) -> RunFolder | None:
+    """The run folder named by run_dir=, or None when a plain model is scored."""
+    if not cfg.get("run_dir"):
+        return None
+    run = RunFolder(Path(str(cfg.run_dir)).expanduser().resolve())
+    if str(cfg.eval.name) in (BEFORE, AFTER):
+        raise ValueError(f"eval.name={cfg.eval.name!r} is reserved for the evaluations of "
+                         f"training in {run.path / RunFolder.EVALS}; name the eval config "
+                         f"otherwise")
+    return run
+
+
 def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, float]:
-    """Score what `cfg` names; write results into out_dir (or <run_dir>/evaluate/<eval>)."""
-    from geora.evaluation import (EvalSettings, build_specs, evaluate_in_memory,
-                                  evaluate_pretrained)
-    from geora.models import load_model, resolve_device, resolve_model_dir
+    """Score what `cfg` names; write results into out_dir (or the run's evals/<eval.name>)."""
+    from geora.evaluation import EvalSettings, build_specs
+    from geora.models import resolve_device
 
     # Bad settings, refused code execution and missing data fail here, before any loading.
     build_specs(EvalSettings.from_config(cfg.eval))
     device = resolve_device(str(cfg.device))
-    model_cfg, export, adapter = cfg.model, None, None
-    if cfg.get("run_dir"):
-        run_dir = Path(str(cfg.run_dir)).expanduser().resolve()
-        model_cfg, export, adapter = _run_target(run_dir)
-        out_dir = run_dir / "evaluate" / str(cfg.eval.name)
+    run = run_folder(cfg)
+    if run is None:
+        return _score(cfg, cfg.model, None, None, out_dir, device)
+    model_cfg, export, adapter = _run_target(run)
+    with run.new_evaluation(str(cfg.eval.name)) as tmp:   # replaced only when complete
+        return _score(cfg, model_cfg, export, adapter, tmp, device)
+
+
+def _score(cfg: DictConfig, model_cfg, export: Path | None, adapter: Path | None,
+           out_dir: str | Path, device: str) -> dict[str, float]:
+    from geora.evaluation import evaluate_in_memory, evaluate_pretrained
+    from geora.models import load_model, resolve_model_dir
+
     model_dir = resolve_model_dir(model_cfg)  # fails fast on an unreachable hub model
     dtype = str(model_cfg.get("dtype", "float32"))
     if cfg.eval.backend == "vllm":
@@ -102,11 +124,11 @@ def main(cfg: DictConfig) -> None:
             FileNotFoundError, ValueError) as e:  # explained in one line: no traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    where = (Path(str(cfg.run_dir)).resolve() / "evaluate" / str(cfg.eval.name)
-             if cfg.get("run_dir") else out_dir)
-    print(f"== {cfg.eval.name} on {cfg.model.name if not cfg.get('run_dir') else cfg.run_dir} ==")
+    run = run_folder(cfg)
+    where = run.evaluation(str(cfg.eval.name)) if run is not None else out_dir
+    print(f"== {cfg.eval.name} on {cfg.model.name if run is None else cfg.run_dir} ==")
     print(format_scores(scores, cfg.eval))
-    print(f"results: {where / 'results.json'}")
+    print(f"results: {where / SUMMARY_FILE}")
 
 
 if __name__ == "__main__":

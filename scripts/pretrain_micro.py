@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import platform
 import random
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,16 +32,20 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from geora.answers import is_correct, last_boxed  # noqa: E402
-from geora.fileio import git_info  # noqa: E402
-from geora.data.micro import TASKS, make_split  # noqa: E402
+from geora.data.micro import TASKS, is_correct_micro, make_split  # noqa: E402
 from geora.data.micro_tokenizer import build_tokenizer, save_tokenizer  # noqa: E402
+from geora.fileio import atomic_dir, atomic_write_json, git_info  # noqa: E402
 
-# Same values as conf/model/micro.yaml's `arch` block.
-ARCH = dict(vocab_size=512, hidden_size=192, num_hidden_layers=4, num_attention_heads=4,
-            num_key_value_heads=2, head_dim=48, intermediate_size=512,
-            max_position_embeddings=512, rope_theta=10000.0, rms_norm_eps=1e-6,
-            tie_word_embeddings=True)
+# The architecture is conf/model/micro.yaml's `arch` block (its one source; run.py's
+# model.random_init builds the same one).
+MODEL_CONFIG = ROOT / "conf" / "model" / "micro.yaml"
+
+
+def micro_arch() -> dict:
+    """conf/model/micro.yaml's `arch` (model_type included), as a plain dict."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(MODEL_CONFIG).arch, resolve=True)
 # Longest worked solutions: 47 tokens (level 4), 20 (probes); a few more for the eos.
 MAX_NEW_TOKENS = {"math": 56, "reverse": 24, "sort": 24}
 
@@ -104,12 +106,12 @@ def collate(batch, pad_id: int):
 
 
 def build_model(seed: int, tok):
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    cfg = Qwen3Config(**ARCH, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      bos_token_id=None)
+    cfg = AutoConfig.for_model(**micro_arch(), eos_token_id=tok.eos_token_id,
+                               pad_token_id=tok.pad_token_id, bos_token_id=None)
     torch.manual_seed(seed)
-    return Qwen3ForCausalLM(cfg).float()
+    return AutoModelForCausalLM.from_config(cfg).float()
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -140,12 +142,8 @@ def generate(model, tok, questions: list[str], max_new_tokens: int, *, samples: 
     return outs
 
 
-def correct(task: str, gold: str, completion: str) -> bool:
-    """Math: geora.answers.is_correct; probes: exact match of the last \\boxed{}."""
-    boxed = last_boxed(completion)
-    if task != "math":
-        return boxed == gold
-    return boxed == gold or is_correct(gold, completion)  # exact match skips math-verify
+# One scorer for the micro tasks: the evaluation's (geora.data.micro.is_correct_micro).
+correct = is_correct_micro
 
 
 def evaluate(model, tok, recs_by_task: dict[str, list[dict]], *, pass_k: int = 0,
@@ -185,20 +183,17 @@ def choose(history: list[dict], target: float, lo: float, hi: float, probe_min: 
 
 
 def write_model_dir(model, tok, out: Path, summary: dict) -> None:
-    """Write the HF model directory atomically: a sibling temp dir, then a rename."""
+    """Write the HF model directory atomically (geora.fileio.atomic_dir: a sibling temp dir
+    renamed into place; an existing directory is moved aside, never deleted first)."""
     from transformers import GenerationConfig
 
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     model.generation_config = GenerationConfig(
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, do_sample=False)
     # No max_new_tokens here: it would override the callers' own limits (lm-eval's max_gen_toks).
-    model.save_pretrained(tmp)
-    save_tokenizer(tok, str(tmp))
-    (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic_dir(out, overwrite=True) as tmp:
+        model.save_pretrained(tmp)
+        save_tokenizer(tok, str(tmp))
+        atomic_write_json(tmp / "training_summary.json", summary)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -18,14 +18,7 @@ def build_tiny_qwen3(seed: int = 0, vocab_size: int = 512, **overrides):
     return model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices run fastest on one thread; two threads on a busy 2-core machine were
-    10-50x slower (OpenMP workers spin-waiting for a core)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# The one-thread fixture of every test and doctest is in the root conftest.py.
 
 
 @pytest.fixture

@@ -140,3 +140,71 @@ def test_load_onto_the_wrong_base(tmp_path):
     geora.save_adapter(geora.prepare_model(build_tiny_qwen3(), "geora"), tmp_path / "a")
     with pytest.raises(ValueError, match="wrong base model"):
         geora.load_adapter(tiny_gpt2(), tmp_path / "a")
+
+
+# ------------------------------------------------- narrow excepts: real bugs propagate
+def test_answer_checker_catches_only_what_math_verify_means(monkeypatch):
+    import math_verify
+
+    from geora.answers import is_correct
+
+    assert is_correct("1/2", r"\boxed{\frac{") is False          # malformed: a wrong answer
+
+    def broken(*a, **k):
+        raise TypeError("a bug, not a malformed answer")
+    monkeypatch.setattr(math_verify, "parse", broken)
+    with pytest.raises(TypeError, match="a bug"):
+        is_correct("1/2", r"\boxed{0.5}")
+
+
+@pytest.mark.parametrize("where", ["models", "specs"])
+def test_hub_lookups_catch_only_a_missing_cache_entry(where, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from geora.evaluation.catalog import task_info
+    from geora.evaluation.specs import DatasetUnavailableError, check_hub_dataset
+    from geora.models import HubUnavailableError, resolve_hub_snapshot
+
+    def call():
+        if where == "models":
+            return resolve_hub_snapshot("org/model", override_key="model.local_path")
+        return check_hub_dataset(task_info("aime25"))
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")            # the hub check answers "unreachable"
+    def not_cached(*a, **k):
+        raise LocalEntryNotFoundError("not in the cache")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", not_cached)
+    with pytest.raises(HubUnavailableError if where == "models" else DatasetUnavailableError):
+        call()
+
+    def bug(*a, **k):
+        raise RuntimeError("a bug in the lookup")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", bug)
+    with pytest.raises(RuntimeError, match="a bug in the lookup"):
+        call()
+
+
+def test_a_real_export_bug_is_not_recorded_as_no_lora_form(tmp_path, monkeypatch):
+    """pipeline.save asks the kind whether it has a LoRA form; any other export error
+    propagates instead of becoming results.json's `export: "none: ..."`."""
+    from omegaconf import OmegaConf
+
+    from geora.kinds.residual import ResidualKind
+    from geora.training.pipeline import Run, save
+    from geora.training.rundir import RunFolder
+
+    def run_of(method):
+        model = geora.prepare_model(build_tiny_qwen3(), method, rank=4) if method != "fullft" \
+            else geora.prepare_model(build_tiny_qwen3(), method)
+        return Run(OmegaConf.create({}), RunFolder(tmp_path / method), "cpu", model=model)
+
+    run = run_of("fullft")
+    save(run)
+    assert run.export.startswith("none: method 'fullft' has no LoRA form")
+    def broken(self, model, state, folder):
+        raise ValueError("a bug in the export")
+    monkeypatch.setattr(ResidualKind, "export", broken)
+    with pytest.raises(ValueError, match="a bug in the export"):
+        save(run_of("geora"))
+    assert not (tmp_path / "geora" / "export").exists()

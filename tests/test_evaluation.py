@@ -16,6 +16,7 @@ from lm_eval.api.model import LM
 
 from geora.evaluation import (CATALOG, CodeExecutionRefused, DatasetUnavailableError,
                               EvalSettings, build_specs, run_lm)
+from geora.evaluation.harness import SUMMARY_FILE
 from geora.evaluation.tasks import utils as task_utils
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
@@ -94,7 +95,7 @@ def test_every_paper_task_scores_all_or_nothing(tmp_path, right, expected):
     scores = run_lm(ScriptedLM(lambda *_: right), None, settings, tmp_path)
     assert set(scores) == set(PAPER_TASKS + MICRO_TASKS)
     assert scores == {t: expected for t in scores}
-    summary = json.loads((tmp_path / "results.json").read_text())
+    summary = json.loads((tmp_path / SUMMARY_FILE).read_text())
     assert summary["scores"] == scores
     # One JSON line per item, with the completion that was scored.
     rows = [json.loads(l) for l in (tmp_path / "samples_geora_aime24.jsonl").read_text().splitlines()]
@@ -216,7 +217,7 @@ def test_run_folder_export_matches_the_live_model(tmp_path):
     small = ["eval.tasks=[micro_sort]", "eval.limit=3", "eval.max_gen_toks=6"]
 
     scores = script.evaluate(_compose(small + [f"run_dir={run_dir}"]), tmp_path / "unused")
-    from_export = _completions(run_dir / "evaluate" / "micro")
+    from_export = _completions(run_dir / "evals" / "micro")
     eval_cfg = _compose(small).eval
     assert evaluate_in_memory(peft_model, tok, eval_cfg, tmp_path / "live") == scores
     assert _completions(tmp_path / "live") == from_export
@@ -249,7 +250,7 @@ def test_micro_eval_on_bundled_model_is_in_band(tmp_path):
     assert 20.0 <= scores["micro_math"] <= 60.0, scores
     assert scores["micro_reverse"] >= 80.0 and scores["micro_sort"] >= 80.0, scores
     assert wall < 60, wall  # run.py evaluates twice inside a 5-minute budget
-    n = json.loads((tmp_path / "results.json").read_text())["n_samples"]
+    n = json.loads((tmp_path / SUMMARY_FILE).read_text())["n_samples"]
     assert n["geora_micro_math"]["effective"] == 200 and n["geora_micro_sort"]["effective"] == 100
     rerun = OmegaConf.merge(eval_cfg, {"log_samples": False})
     assert evaluate_in_memory(model, tok, rerun, None) == scores

@@ -12,7 +12,7 @@ import torch
 from peft import PeftModel
 
 import geora
-from geora import persistence
+from geora.kinds import residual
 from tests.conftest import build_tiny_qwen3
 from tests.test_methods import ALL, prepare
 
@@ -112,7 +112,7 @@ def test_atomic_write_leaves_nothing_on_error(tmp_path, monkeypatch):
 
     def boom(*a, **k):
         raise OSError("disk full")
-    monkeypatch.setattr(persistence, "save_file", boom)
+    monkeypatch.setattr(residual, "save_file", boom)   # the residual kind's tensor writer
     with pytest.raises(OSError, match="disk full"):
         geora.save_adapter(model, tmp_path / "a")
     assert list(tmp_path.iterdir()) == []

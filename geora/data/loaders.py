@@ -1,6 +1,9 @@
 """RLVR data sets in one schema: a chat `prompt` column, `final_answer` (the gold), and the
 source's other fields (question, difficulty, topic, ...), as `datasets.Dataset`s.
 
+The prompt is the question and `data.prompt_suffix` (null = the math instruction, "" =
+nothing), built by geora.prompts.chat_prompt, the function the evaluation tasks use too.
+
 Sources (`data.source`):
 - "micro": the synthetic tasks of geora.data.micro (`data.task`, train/test sizes, seed);
 - "hub":   a hub data set in DeepMath-103K's schema (`data.hub_id`); a local copy wins when
@@ -8,22 +11,21 @@ Sources (`data.source`):
            naming the id and `data.local_path` (geora.models.HubUnavailableError);
 - "local": `data.local_path` only: a .jsonl / .json / .parquet file or a folder of them.
 
-    python -c "from geora.data.loaders import load_data; print(load_data({'name': 'm', \
-'source': 'micro', 'task': 'math', 'train_size': 4, 'test_size': 2})[0][0])"
+>>> train, test = load_data({"name": "m", "source": "micro", "task": "math",
+...                          "train_size": 4, "test_size": 2, "prompt_suffix": ""})
+>>> len(train), len(test), train[0]["prompt"] == [{"role": "user",
+...                                                "content": train[0]["question"]}]
+(4, 2, True)
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Mapping
 
+from geora.prompts import chat_prompt
+
 REQUIRED_FIELDS = ("question", "final_answer")
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
-
-
-def make_prompt(question: str, suffix: str = "", system_prompt: str | None = None) -> list[dict]:
-    """A chat prompt for TRL: [system?] + user turn holding the question (+ suffix)."""
-    turns = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return turns + [{"role": "user", "content": f"{question}{suffix or ''}"}]
 
 
 def _read_file(path: Path) -> list[dict]:
@@ -80,14 +82,14 @@ def _records_of(cfg: Mapping[str, Any]) -> list[dict]:
 def _to_dataset(records: list[dict], cfg: Mapping[str, Any]):
     from datasets import Dataset
 
-    suffix, system = cfg.get("prompt_suffix") or "", cfg.get("system_prompt")
+    suffix, system = cfg.get("prompt_suffix"), cfg.get("system_prompt")
     rows = []
     for rec in records:
         # Reference solutions (DeepMath's r1_solution_1..3, several KB each) are not needed
         # for RLVR and would only ride along in every batch: dropped.
         row = {k: v for k, v in rec.items() if k != "prompt" and not k.startswith("r1_solution")}
         row["final_answer"] = str(rec["final_answer"])
-        row["prompt"] = make_prompt(str(rec["question"]), suffix, system)
+        row["prompt"] = chat_prompt(str(rec["question"]), suffix, system)
         rows.append(row)
     return Dataset.from_list(rows)
 

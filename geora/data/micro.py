@@ -10,14 +10,21 @@ Tasks (TASKS):
 
 Every solution ends in `\\boxed{answer}`. Train and test never share a question: an item
 belongs to a split by a hash of its question text, and `make_split` draws until it has `n`
-distinct items of the requested split.
+distinct items of the requested split. `is_correct_micro` is the one scorer of a micro
+answer (the evaluation tasks and the pretraining script call it).
 
-    python -c "from geora.data.micro import make_split; print(make_split('math', 'test', 3))"
+>>> item = make_split("math", "test", 1)[0]
+>>> sorted(item)
+['difficulty', 'final_answer', 'question', 'r1_solution_1', 'task', 'topic']
+>>> is_correct_micro("reverse", "3, 2, 1", r"so \\boxed{3, 2, 1}")
+True
 """
 from __future__ import annotations
 
 import hashlib
 import random
+
+from geora.answers import is_correct, last_boxed
 
 TASKS = ("math", "reverse", "sort")
 SPLITS = ("train", "test")
@@ -128,3 +135,13 @@ def make_split(task: str, split: str, n: int, seed: int = 0) -> list[dict]:
         seen.add(q)
         out.append(rec)
     return out
+
+
+def is_correct_micro(task: str, gold: str, completion: str) -> bool:
+    """Math: the project's answer checker (math-verify, as the training reward); probes:
+    exact match of the last \\boxed{} with the gold list, surrounding spaces ignored."""
+    boxed = last_boxed(completion)
+    if task == "math":
+        # an exact match needs no parsing (math-verify would agree on these integers)
+        return boxed is not None and (boxed == str(gold).strip() or is_correct(gold, completion))
+    return (boxed or "") == str(gold).strip()

@@ -8,8 +8,10 @@ Three ways in, one way out:
   `vllm` backend.
 - `run_lm(lm, model_args, settings, out_dir)`: the shared core (also takes any lm-eval LM,
   e.g. a scripted one in the tests).
-Each returns {task: score in percent} and writes `results.json` and, with log_samples,
-`samples_<task>.jsonl` (one line per item: prompt, completions, score) into out_dir.
+Each returns {task: score in percent} and writes `eval_results.json` (SUMMARY_FILE: the
+scores, lm-eval's raw results, settings, versions) and, with log_samples,
+`samples_<task>.jsonl` (one line per item: prompt, completions, score) into out_dir. The
+name is not results.json, which in a run folder is the run's own record.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from geora.evaluation.settings import EvalSettings
 from geora.evaluation.specs import build_specs, environment
 
 log = logging.getLogger(__name__)
+SUMMARY_FILE = "eval_results.json"
 PACKAGES = ("lm-eval", "transformers", "torch", "peft", "datasets", "math-verify", "vllm")
 
 
@@ -65,7 +68,7 @@ def scores_from_results(results: Mapping[str, Any], sources: Mapping[str, list[s
 def write_results(out_dir: str | Path, settings: EvalSettings, results: Mapping[str, Any],
                   scores: dict[str, float], model_desc: Mapping[str, Any],
                   wall_s: float) -> Path:
-    """Write samples_<task>.jsonl (with log_samples) then results.json, each atomically."""
+    """Write samples_<task>.jsonl (with log_samples) then SUMMARY_FILE, each atomically."""
     out_dir = Path(out_dir)
     samples = results.get("samples") or {}
     sample_files = {}
@@ -92,7 +95,7 @@ def write_results(out_dir: str | Path, settings: EvalSettings, results: Mapping[
         "wall_s": round(wall_s, 2),
         "sample_files": sample_files,
     }
-    path = out_dir / "results.json"
+    path = out_dir / SUMMARY_FILE
     atomic_write_text(path, json.dumps(summary, indent=2, default=str) + "\n")
     return path
 

@@ -75,13 +75,14 @@ def check_hub_dataset(info: TaskInfo) -> bool:
     """True if the hub data set is cached (go offline), False if the hub is reachable;
     else DatasetUnavailableError naming the id and the eval.data_dir override."""
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     from geora.models import hub_reachable
 
     try:
         snapshot_download(info.hub_id, repo_type="dataset", local_files_only=True)
         return True
-    except Exception:  # not cached: is the hub there?
+    except LocalEntryNotFoundError:  # not cached (or cached incompletely): is the hub there?
         pass
     if hub_reachable():
         return False

@@ -11,13 +11,16 @@ the reference is W_res + s*B0@A0 = W, without a second copy of the base model.
 from __future__ import annotations
 
 import importlib.util
-import os
+import json
 import time
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from transformers import TrainerCallback
 
+from geora.distributed import world_size as process_count
+from geora.kinds import kind_of
 from geora.training.rewards import get_rewards
 
 
@@ -55,8 +58,6 @@ def grpo_config(train: Mapping[str, Any], *, output_dir: str, seed: int, device:
     on_cpu = str(device) == "cpu"
     if on_cpu and train.get("bf16"):
         raise ValueError("train.bf16=true on device=cpu: TRL's bf16 path fails on CPU; set train.bf16=false")
-    if float(train.get("weight_decay", 0.0)) < 0:
-        raise ValueError(f"train.weight_decay={train['weight_decay']} is negative")
     kwargs = dict(
         output_dir=output_dir,
         seed=seed, data_seed=seed,
@@ -143,32 +144,40 @@ class RewardProgress(TrainerCallback):
             self.bar.close()
 
 
-class AdaLoraAllocate(TrainerCallback):
-    """AdaLoRA re-allocates its rank budget from the gradients of each step: PEFT requires
-    `update_and_allocate(step)` after optimizer.step() and before zero_grad(), which no
-    Trainer does for it."""
+class JsonlLogCallback(TrainerCallback):
+    """Appends every Trainer log record (loss, reward, kl, ...) as one JSON line, with step,
+    wall time and the seconds since the previous record, and flushes it at once so that a
+    killed run keeps its log. A resumed run appends to the same file."""
 
-    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
-        model.base_model.update_and_allocate(state.global_step)
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._last = None
 
-
-def _is_adalora(model) -> bool:
-    cfg = getattr(model, "peft_config", {}).get("default")
-    return cfg is not None and str(getattr(cfg, "peft_type", "")).endswith("ADALORA")
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        now = time.time()
+        rec = {"step": state.global_step, "time": now,
+               "dt": None if self._last is None else now - self._last, **logs}
+        self._last = now
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec, default=float) + "\n")
+            f.flush()
 
 
 def build_trainer(model, tokenizer, train_dataset, train: Mapping[str, Any], *, output_dir: str,
                   seed: int, device: str, report_to: list[str], callbacks=()):
-    """GRPOTrainer on an already-prepared model (see the module docstring for why no peft_config)."""
+    """GRPOTrainer on an already-prepared model (see the module docstring for why no
+    peft_config), with the callbacks the method's kind needs (e.g. AdaLoRA's budget)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import GRPOTrainer
 
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch / torchrun
     args = grpo_config(train, output_dir=output_dir, seed=seed, device=device,
-                       report_to=report_to, world_size=world_size)
+                       report_to=report_to, world_size=process_count())
     trainer = GRPOTrainer(model=model, reward_funcs=get_rewards(train["rewards"]), args=args,
                           train_dataset=train_dataset, processing_class=tokenizer,
-                          callbacks=list(callbacks) + ([AdaLoraAllocate()] if _is_adalora(model) else []))
+                          callbacks=list(callbacks) + kind_of(model).trainer_callbacks(model))
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(RewardProgress())

@@ -1,27 +1,59 @@
-"""The run folder: environment info, the JSON-lines training log, run states.
+"""The run folder: the one object that knows where everything of a run lives.
 
-A run folder holds `config.yaml` (resolved), `overrides.yaml`, `train_log.jsonl`, `checkpoints/`,
-`adapter/`, `export/`, `results.json` (written last: its `status` says "finished" or
-"failed") and, for a failed run, `failure.json`. Every file is written atomically
-(geora.fileio), so a crash never leaves a half-written file behind.
+    <run>/config.yaml        the resolved config (written first)
+          overrides.yaml     the command line's overrides
+          train_log.jsonl    one JSON line per Trainer log record
+          checkpoints/       Trainer checkpoints (resume after a crash)
+          adapter/           geora.save_adapter
+          export/            geora.export_lora (methods with a LoRA form)
+          evals/before/      evaluation of the loaded model before training
+          evals/after/       evaluation of the trained model
+          evals/<eval.name>/ later evaluations (scripts/evaluate.py run_dir=<run>)
+          analysis/          analysis outputs (python -m analysis.weights --run <run>)
+          results.json       THE run record, written last: status "finished" or "failed"
+          failure.json       error and traceback of a failed run
+
+Each evaluation folder holds lm-eval's summary (geora.evaluation.harness.SUMMARY_FILE,
+eval_results.json) and its samples_<task>.jsonl; it is written into a temporary sibling
+and renamed into place when complete. Every file is written atomically (geora.fileio).
+A run folder holds exactly one results.json. Folders written before this layout (with
+eval/, eval_before/, eval_before.json, evaluate/<name>/results.json) still read.
+
+>>> import tempfile
+>>> run = RunFolder(tempfile.mkdtemp())
+>>> run.state()
+'new'
+>>> run.write_results({"status": "finished", "method": "geora", "eval": {"micro_math": 40.0}})
+>>> run.state(), run.results.name, run.evaluation("paper_ood").relative_to(run.path).as_posix()
+('finished', 'results.json', 'evals/paper_ood')
 """
 from __future__ import annotations
 
 import json
 import os
 import platform
+import re
 import shutil
 import sys
-import time
+import traceback
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-
-from transformers import TrainerCallback
-
-from geora.fileio import git_info, package_versions
+from geora.evaluation.harness import SUMMARY_FILE
+from geora.fileio import atomic_dir, atomic_write_json, atomic_write_text, git_info, \
+    package_versions
 
 PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "hydra-core",
             "omegaconf", "lm-eval", "math-verify", "vllm", "deepspeed", "geora")
+
+TRAINER_STATE = "trainer_state.json"   # the last file the Trainer writes into a checkpoint
+BEFORE, AFTER = "before", "after"       # the two evaluations a training run makes
+# Written by earlier versions: read (results of before-training evaluations, later
+# evaluations) and cleared, never written.
+LEGACY_BEFORE_SCORES = "eval_before.json"
+LEGACY_EVALUATIONS = "evaluate"         # evaluate/<name>/results.json (lm-eval summary)
+LEGACY = ("eval", "eval_before", LEGACY_BEFORE_SCORES, LEGACY_EVALUATIONS)
 
 
 class RunExistsError(RuntimeError):
@@ -35,62 +67,176 @@ def read_json(path: str | Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def env_info(device: str) -> dict:
-    """Package versions, git commit and dirty flag, Python, platform and device."""
-    import torch
+class RunFolder:
+    """Every path of one run folder, and the reads and writes of its files."""
 
-    versions = package_versions(PACKAGES)
-    dev = {"type": str(device), "name": platform.processor() or platform.machine(),
-           "cpu_count": os.cpu_count()}
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        dev.update(name=torch.cuda.get_device_name(), count=torch.cuda.device_count())
-    return {"packages": versions, **git_info(), "python": sys.version.split()[0],
-            "platform": platform.platform(), "device": dev}
-
-
-def run_state(run_dir: str | Path) -> str:
-    """"new" (nothing there), "finished", "failed", or "partial" (started, not finished)."""
-    run_dir = Path(run_dir)
-    results = read_json(run_dir / "results.json")
-    if results is not None:
-        return str(results.get("status", "finished"))
-    if (run_dir / "config.yaml").is_file():
-        return "partial"
-    return "new"
-
-
-def clear_run(run_dir: str | Path) -> None:
-    """Remove what a previous run wrote (train.overwrite=true). Hydra's log file stays."""
-    run_dir = Path(run_dir)
-    for name in ("config.yaml", "overrides.yaml", "train_log.jsonl", "results.json",
-                 "failure.json", "checkpoints", "adapter", "export", "eval", "eval_before"):
-        p = run_dir / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
-
-
-class JsonlLogCallback(TrainerCallback):
-    """Appends every Trainer log record (loss, reward, kl, ...) as one JSON line, with step,
-    wall time and the seconds since the previous record, and flushes it at once so that a
-    killed run keeps its log. A resumed run appends to the same file."""
+    CONFIG, OVERRIDES, LOG = "config.yaml", "overrides.yaml", "train_log.jsonl"
+    CHECKPOINTS, ADAPTER, EXPORT = "checkpoints", "adapter", "export"
+    EVALS, ANALYSIS = "evals", "analysis"
+    RESULTS, FAILURE = "results.json", "failure.json"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._last = None
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
-        now = time.time()
-        rec = {"step": state.global_step, "time": now,
-               "dt": None if self._last is None else now - self._last, **logs}
-        self._last = now
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec, default=float) + "\n")
-            f.flush()
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    # ------------------------------------------------------------------------- paths
+    config = property(lambda self: self.path / self.CONFIG)
+    overrides = property(lambda self: self.path / self.OVERRIDES)
+    log = property(lambda self: self.path / self.LOG)
+    checkpoints = property(lambda self: self.path / self.CHECKPOINTS)
+    adapter = property(lambda self: self.path / self.ADAPTER)
+    export = property(lambda self: self.path / self.EXPORT)
+    analysis = property(lambda self: self.path / self.ANALYSIS)
+    results = property(lambda self: self.path / self.RESULTS)
+    failure = property(lambda self: self.path / self.FAILURE)
+
+    def evaluation(self, name: str) -> Path:
+        """The folder of evaluation `name` (BEFORE, AFTER, or an eval config's name)."""
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"evaluation name {name!r}: give a plain folder name")
+        return self.path / self.EVALS / name
+
+    def layout(self) -> dict[str, Path]:
+        """Every path the run may write, by role (what exists depends on the run)."""
+        return {"config": self.config, "overrides": self.overrides, "log": self.log,
+                "checkpoints": self.checkpoints, "adapter": self.adapter,
+                "export": self.export, "evals": self.path / self.EVALS,
+                "analysis": self.analysis, "results": self.results, "failure": self.failure}
+
+    # ------------------------------------------------------------------------- state
+    def state(self) -> str:
+        """"new" (nothing there), "finished", "failed", or "partial" (started, not finished)."""
+        results = read_json(self.results)
+        if results is not None:
+            return str(results.get("status", "finished"))
+        if self.config.is_file():
+            return "partial"
+        return "new"
+
+    def clear(self) -> None:
+        """Remove everything a run wrote here (train.overwrite=true), later evaluations and
+        analyses of it included. Hydra's log file and wandb's own folder stay."""
+        for p in [*self.layout().values(), *(self.path / name for name in LEGACY)]:
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+
+    def last_checkpoint(self) -> str | None:
+        """The newest COMPLETE Trainer checkpoint, or None. The Trainer writes a checkpoint
+        folder in place and its trainer_state.json last, so a run killed while saving
+        leaves a newer folder without it (transformers' get_last_checkpoint would pick that
+        one and the resumption would fail): such a folder is skipped."""
+        if not self.checkpoints.is_dir():
+            return None
+        complete = [p for p in self.checkpoints.iterdir()
+                    if re.fullmatch(r"checkpoint-\d+", p.name) and (p / TRAINER_STATE).is_file()]
+        if not complete:
+            return None
+        return str(max(complete, key=lambda p: int(p.name.split("-")[1])))
+
+    # ----------------------------------------------------------------- config and log
+    def write_config(self, cfg) -> None:
+        from omegaconf import OmegaConf
+
+        atomic_write_text(self.config, OmegaConf.to_yaml(cfg, resolve=True))
+
+    def read_config(self):
+        """The resolved config (a DictConfig), or None if the run never wrote one."""
+        from omegaconf import OmegaConf
+
+        return OmegaConf.load(self.config) if self.config.is_file() else None
+
+    def write_overrides(self, overrides: list[str]) -> None:
+        from omegaconf import OmegaConf
+
+        atomic_write_text(self.overrides, OmegaConf.to_yaml(list(overrides)))
+
+    def read_log(self) -> list[dict]:
+        return read_log(self.log)
+
+    # -------------------------------------------------------------- results / failure
+    def write_results(self, results: dict) -> None:
+        atomic_write_json(self.results, results)
+
+    def read_results(self) -> dict | None:
+        return read_json(self.results)
+
+    def write_failure(self, info: dict, exc: BaseException) -> None:
+        """failure.json (with the traceback) and results.json (status "failed")."""
+        atomic_write_json(self.failure, {**info, "traceback": traceback.format_exception(exc)})
+        atomic_write_json(self.results, info)
+
+    def forget_outcome(self) -> None:
+        """Drop results.json and failure.json (a failed run is being retried)."""
+        self.results.unlink(missing_ok=True)
+        self.failure.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------- evaluations
+    @contextmanager
+    def new_evaluation(self, name: str) -> Iterator[Path]:
+        """A temporary folder to evaluate into; it replaces evals/<name> when complete."""
+        with atomic_dir(self.evaluation(name), overwrite=True) as tmp:
+            yield tmp
+
+    def evaluation_scores(self, name: str) -> dict[str, float] | None:
+        """{task: percent} of evaluation `name`, or None if it was not made."""
+        summary = read_json(self.evaluation(name) / SUMMARY_FILE)
+        if summary is None and name == BEFORE:
+            return read_json(self.path / LEGACY_BEFORE_SCORES)
+        return None if summary is None else dict(summary["scores"])
+
+    def later_evaluations(self) -> dict[str, dict[str, float]]:
+        """{eval name: {task: percent}} of the evaluations made after training by
+        scripts/evaluate.py, sorted by name (those of the legacy evaluate/ folder too)."""
+        found = {}
+        legacy = self.path / LEGACY_EVALUATIONS
+        for folder in sorted(legacy.iterdir()) if legacy.is_dir() else ():
+            summary = read_json(folder / "results.json")
+            if summary is not None:
+                found[folder.name] = dict(summary["scores"])
+        evals = self.path / self.EVALS
+        for folder in sorted(evals.iterdir()) if evals.is_dir() else ():
+            if folder.name not in (BEFORE, AFTER) and not folder.name.startswith("."):
+                summary = read_json(folder / SUMMARY_FILE)
+                if summary is not None:
+                    found[folder.name] = dict(summary["scores"])
+        return dict(sorted(found.items()))
+
+    # ------------------------------------------------------------------------- finding
+    @classmethod
+    def find(cls, *roots: str | Path) -> list["RunFolder"]:
+        """Every run folder under `roots` (a folder holding results.json), sorted by path.
+
+        Written before lm-eval's summaries were renamed eval_results.json, a results.json
+        could also be an evaluation's: inside a run folder's subfolders (eval/, evaluate/)
+        it is skipped unread; elsewhere (scripts/evaluate.py's own output folder) it is
+        told apart by its missing `status`, which every run record has."""
+        found = []
+        for root in roots:
+            root = Path(root)
+            if not root.exists():
+                raise FileNotFoundError(f"no such folder of runs: {root}")
+            runs = set()
+            for folder in sorted(p.parent for p in root.rglob(cls.RESULTS)):
+                if any(parent in runs for parent in folder.parents):  # parents sort first
+                    continue
+                run = cls(folder)
+                if "status" in (run.read_results() or {}):
+                    runs.add(folder)
+                    found.append(run)
+        return found
+
+
+# ------------------------------------------------------------------------------ helpers
+def run_state(run_dir: str | Path) -> str:
+    return RunFolder(run_dir).state()
+
+
+def clear_run(run_dir: str | Path) -> None:
+    RunFolder(run_dir).clear()
 
 
 def read_log(path: str | Path) -> list[dict]:
@@ -104,3 +250,16 @@ def read_log(path: str | Path) -> list[dict]:
         except json.JSONDecodeError:  # the last line of a killed run may be cut short
             continue
     return out
+
+
+def env_info(device: str) -> dict:
+    """Package versions, git commit and dirty flag, Python, platform and device."""
+    import torch
+
+    versions = package_versions(PACKAGES)
+    dev = {"type": str(device), "name": platform.processor() or platform.machine(),
+           "cpu_count": os.cpu_count()}
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        dev.update(name=torch.cuda.get_device_name(), count=torch.cuda.device_count())
+    return {"packages": versions, **git_info(), "python": sys.version.split()[0],
+            "platform": platform.platform(), "device": dev}

@@ -11,9 +11,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from geora.answers import is_correct, last_boxed
+from geora.answers import is_correct
+from geora.prompts import MATH_SUFFIX, user_text
 
-MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+# The suffix after each task family's question (geora.prompts), the same as its training
+# data's `prompt_suffix` (conf/data/*.yaml; tests/test_one_source.py renders both): the
+# math instruction (deepmath_103k's null), nothing for the micro tasks (micro_math's "").
+MATH_PROMPT_SUFFIX = MATH_SUFFIX
+MICRO_PROMPT_SUFFIX = ""
 
 
 def _samples(results: list) -> list[str]:
@@ -40,7 +45,7 @@ def _gold(doc: dict) -> str:
 def math_prompt(doc: dict) -> str:
     """The problem, then the \\boxed{} instruction (the prompt Qwen's math evaluations use)."""
     problem = next(doc[k] for k in doc if k.lower() == "problem")
-    return f"{problem}\n{MATH_INSTRUCTION}"
+    return user_text(problem, MATH_PROMPT_SUFFIX)
 
 
 def process_math(doc: dict, results: list) -> dict[str, float]:
@@ -60,14 +65,18 @@ def micro_dataset(micro_task: str, split: str = "test", n: int = 200, seed: int 
         {split: datasets.Dataset.from_list(make_split(micro_task, split, int(n), int(seed)))})
 
 
+def micro_prompt(doc: dict) -> str:
+    """The micro question as the micro training data renders it (the bare question)."""
+    return user_text(doc["question"], MICRO_PROMPT_SUFFIX)
+
+
 def process_micro(doc: dict, results: list) -> dict[str, float]:
-    """Math: math-verify against `final_answer`; probes: exact match of the last \\boxed{}."""
+    """Math: math-verify against `final_answer`; probes: exact match of the last \\boxed{}
+    (geora.data.micro.is_correct_micro, also the pretraining script's scorer)."""
+    from geora.data.micro import is_correct_micro
+
     gold = str(doc["final_answer"])
-    if doc["task"] == "math":
-        correct = [is_correct(gold, c) for c in _samples(results)]
-    else:
-        correct = [(last_boxed(c) or "").strip() == gold.strip() for c in _samples(results)]
-    return _scores(correct)
+    return _scores([is_correct_micro(doc["task"], gold, c) for c in _samples(results)])
 
 
 # ---------------------------------------------------------------- code (HumanEval, MBPP)

@@ -1,0 +1,29 @@
+"""The user turn a model sees for a question: one function for training data and evaluation
+tasks alike, so that a model is never evaluated on a prompt it was not trained on.
+
+The turn is the question, then a suffix: by default (None) the answer-format instruction of
+Qwen's math evaluations, the prompt of AIME / MATH-500 / OlymMATH here and of DeepMath-103K
+in training; a data config may give its own (`data.prompt_suffix`, e.g. "" for the micro
+tasks, whose model was pretrained on bare questions).
+
+>>> user_text("What is 2 + 3?")
+'What is 2 + 3?\\nPlease reason step by step, and put your final answer within \\\\boxed{}.'
+>>> chat_prompt("Sort the list: 3, 1", suffix="")
+[{'role': 'user', 'content': 'Sort the list: 3, 1'}]
+"""
+from __future__ import annotations
+
+MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+MATH_SUFFIX = "\n" + MATH_INSTRUCTION
+
+
+def user_text(question: str, suffix: str | None = None) -> str:
+    """The question, then `suffix` (None = MATH_SUFFIX, "" = nothing)."""
+    return f"{question}{MATH_SUFFIX if suffix is None else suffix}"
+
+
+def chat_prompt(question: str, suffix: str | None = None,
+                system_prompt: str | None = None) -> list[dict]:
+    """A chat prompt for TRL: [system?] + the user turn."""
+    turns = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return turns + [{"role": "user", "content": user_text(question, suffix)}]

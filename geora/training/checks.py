@@ -1,0 +1,123 @@
+"""Every numeric setting of a composed run config checked before anything loads, each with a
+one-line error naming it (e.g. `train.max_steps=-3`, which the Trainer would otherwise
+read as "train by epochs" and run 1,500 steps).
+
+>>> check_value("train.max_steps", 200, INT_POSITIVE)
+>>> check_value("train.max_steps", -3, INT_POSITIVE)
+Traceback (most recent call last):
+...
+ValueError: train.max_steps=-3: expected an integer >= 1
+>>> check_value("method.rho", 1.0, FRACTION)
+Traceback (most recent call last):
+...
+ValueError: method.rho=1.0: expected a number in (0, 1)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Range:
+    """Valid values: integer or real, lower / upper bounds (open or closed), null or not."""
+    integer: bool
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    nullable: bool = False
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            lo, hi = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            text = f"a number in {lo}{self.low:g}, {self.high:g}{hi}"
+        elif self.low is not None:
+            what = "an integer" if self.integer else "a number"
+            text = f"{what} {'>' if self.low_open else '>='} {self.low:g}"
+        else:
+            text = "an integer" if self.integer else "a number"
+        return text + (" or null" if self.nullable else "")
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.nullable
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if not math.isfinite(value) or (self.integer and value != int(value)):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+
+INT_POSITIVE = Range(integer=True, low=1)
+INT_NON_NEGATIVE = Range(integer=True, low=0)
+POSITIVE = Range(integer=False, low=0, low_open=True)
+NON_NEGATIVE = Range(integer=False, low=0)
+FRACTION = Range(integer=False, low=0, high=1, low_open=True, high_open=True)
+
+# key -> valid range. Keys absent from a config are skipped (a config group may omit them).
+NUMERIC_SETTINGS: dict[str, Range] = {
+    "seed": INT_NON_NEGATIVE,
+    "cpu_threads": Range(integer=True, low=1, nullable=True),
+    # method.* first: train.learning_rate interpolates method.learning_rate, and the
+    # error should name the key the user set
+    "method.rank": Range(integer=True, low=1, nullable=True),
+    "method.rho": Range(integer=False, low=0, high=1, low_open=True, high_open=True,
+                        nullable=True),
+    "method.alpha": Range(integer=False, low=0, low_open=True, nullable=True),
+    "method.learning_rate": POSITIVE,
+    "method.learning_rate_large": POSITIVE,
+    "train.max_steps": INT_POSITIVE,
+    "train.learning_rate": POSITIVE,
+    "train.warmup_steps": INT_NON_NEGATIVE,
+    "train.weight_decay": NON_NEGATIVE,
+    "train.max_grad_norm": NON_NEGATIVE,             # 0 turns clipping off
+    "train.num_generations": Range(integer=True, low=2),   # GRPO compares >= 2 completions
+    "train.prompts_per_step": INT_POSITIVE,
+    "train.gradient_accumulation_steps": INT_POSITIVE,
+    "train.max_completion_length": INT_POSITIVE,
+    "train.temperature": POSITIVE,
+    "train.top_p": Range(integer=False, low=0, high=1, low_open=True),
+    "train.beta": NON_NEGATIVE,
+    "train.epsilon": POSITIVE,
+    "train.num_iterations": INT_POSITIVE,
+    "train.save_steps": INT_POSITIVE,
+    "train.save_total_limit": Range(integer=True, low=1, nullable=True),
+    "train.logging_steps": INT_POSITIVE,
+    "data.train_size": Range(integer=True, low=1, nullable=True),
+    "data.test_size": Range(integer=True, low=0, nullable=True),
+    "data.seed": INT_NON_NEGATIVE,
+    "model.init_seed": INT_NON_NEGATIVE,
+}
+
+
+def check_value(key: str, value: Any, valid: Range) -> None:
+    if not valid.accepts(value):
+        raise ValueError(f"{key}={value!r}: expected {valid.describe()}")
+
+
+def check_config(cfg) -> None:
+    """Check a composed run config (conf/config.yaml with its groups): every numeric setting
+    in NUMERIC_SETTINGS, the evaluation settings (geora.evaluation.EvalSettings: batch size,
+    limit, max_gen_toks, ...) and the model dtype. Raises ValueError naming the first bad
+    key; loads nothing."""
+    from omegaconf import OmegaConf
+
+    from geora.evaluation.settings import EvalSettings
+    from geora.models import torch_dtype
+
+    for key, valid in NUMERIC_SETTINGS.items():
+        missing = object()
+        value = OmegaConf.select(cfg, key, default=missing)
+        if value is not missing:
+            check_value(key, value, valid)
+    if cfg.get("eval") is not None:
+        EvalSettings.from_config(cfg.eval)
+    if cfg.get("model") is not None:
+        try:
+            torch_dtype(str(cfg.model.get("dtype", "float32")))
+        except ValueError as e:
+            raise ValueError(f"model.dtype: {e}") from None

@@ -1,0 +1,98 @@
+"""Every numeric setting with a valid range is checked before anything loads, with one line
+naming it (geora.training.checks.check_config, called first by pipeline.train).
+
+    .venv/bin/python -m pytest -q tests/test_config_checks.py
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from geora.training.checks import NUMERIC_SETTINGS, check_config
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.filterwarnings("ignore:.*is validated against ConfigStore schema")
+
+
+def make(*overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("experiment", [None] + sorted(
+    p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
+def test_shipped_configs_pass(experiment):
+    check_config(make(*([f"experiment={experiment}"] if experiment else [])))
+    check_config(make("train=paper", "method=fullft"))
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.max_steps=-3", "train.max_steps=-3: expected an integer >= 1"),
+    ("train.max_steps=0", "train.max_steps=0"),
+    ("train.max_steps=2.5", "train.max_steps=2.5"),
+    ("train.learning_rate=0", "train.learning_rate=0: expected a number > 0"),
+    ("train.learning_rate=-1e-4", "train.learning_rate=-0.0001"),
+    ("train.num_generations=1", "train.num_generations=1: expected an integer >= 2"),
+    ("train.prompts_per_step=0", "train.prompts_per_step=0"),
+    ("train.gradient_accumulation_steps=0", "train.gradient_accumulation_steps=0"),
+    ("train.max_completion_length=0", "train.max_completion_length=0"),
+    ("train.temperature=0", "train.temperature=0"),
+    ("train.top_p=1.5", r"train.top_p=1.5: expected a number in \(0, 1\]"),
+    ("train.top_p=0", "train.top_p=0"),
+    ("train.save_steps=0", "train.save_steps=0"),
+    ("train.logging_steps=-1", "train.logging_steps=-1"),
+    ("train.weight_decay=-0.1", "train.weight_decay=-0.1"),
+    ("train.warmup_steps=-1", "train.warmup_steps=-1"),
+    ("train.beta=-0.1", "train.beta=-0.1"),
+    ("train.epsilon=0", "train.epsilon=0"),
+    ("train.num_iterations=0", "train.num_iterations=0"),
+    ("train.save_total_limit=0", "train.save_total_limit=0"),
+    ("train.max_steps=true", "train.max_steps=True"),
+    ("method.rank=0", "method.rank=0"),
+    ("method.rank=-4", "method.rank=-4"),
+    ("method.rho=1.0", r"method.rho=1.0: expected a number in \(0, 1\)"),
+    ("method.rho=0", "method.rho=0"),
+    ("method.alpha=-2", "method.alpha=-2"),
+    ("method.learning_rate=0", "method.learning_rate=0"),
+    ("data.train_size=0", "data.train_size=0"),
+    ("data.test_size=-1", "data.test_size=-1"),
+    ("seed=-1", "seed=-1"),
+    ("cpu_threads=0", "cpu_threads=0"),
+    ("eval.limit=0", "eval.limit=0"),
+    ("eval.batch_size=0", "eval.batch_size=0"),
+    ("eval.max_gen_toks=-5", "eval.max_gen_toks=-5"),
+    ("model.dtype=float8", "model.dtype.*'float8'"),
+])
+def test_bad_setting_is_named_before_anything_loads(override, message, tmp_path, monkeypatch):
+    from geora.training import pipeline
+
+    cfg = make(override)
+    with pytest.raises(ValueError, match=message):
+        check_config(cfg)
+    # pipeline.train refuses it first: no model is loaded, the run folder stays empty
+    monkeypatch.setattr(pipeline, "load", lambda run: pytest.fail("loaded a model"))
+    with pytest.raises(ValueError, match=message):
+        pipeline.train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_every_checked_key_exists_in_the_configs():
+    """A typo in NUMERIC_SETTINGS would silently check nothing."""
+    from omegaconf import OmegaConf
+
+    cfg = make()
+    missing = [k for k in NUMERIC_SETTINGS if OmegaConf.select(cfg, k, default="<none>") == "<none>"]
+    assert not missing
+
+
+def test_run_py_refuses_negative_max_steps_in_one_line(tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / "run.py"), "train.max_steps=-3",
+                        f"hydra.run.dir={tmp_path}"], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
+    assert p.returncode != 0
+    assert "train.max_steps=-3: expected an integer >= 1" in p.stderr
+    assert "Traceback" not in p.stderr and not (tmp_path / "train_log.jsonl").exists()
