@@ -30,8 +30,9 @@ import ast
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
+from geora.prompts import MATH_SUFFIX
+
 LETTERS = "ABCDEFGHIJ"
-MATH_SUFFIX = "\nPlease reason step by step, and put your final answer within \\boxed{}."
 CODE_SUFFIX = ("\n\nWrite your solution as Python code in a single ```python code block; "
                "it will be run against hidden tests.")
 ADDED = ("prompt_text", "tests", "test_format", "test_setup")
