@@ -1,5 +1,6 @@
 # make install: create .venv (if missing) and install the project with the tested pins.
-# make test:    install, then the whole test suite (slow/GPU tests skipped).
+# make test:    install, then the whole test suite (slow/GPU tests skipped), one pytest
+#               worker per core (pytest-xdist): each test is single-threaded.
 # make demo:    install, then `python run.py` (the micro RLVR study on the CPU), started afresh
 #               each time (train.overwrite=true: the demo folder is replaced).
 PY ?= python3
@@ -20,7 +21,7 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 install: $(STAMP)
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
