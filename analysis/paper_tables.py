@@ -110,12 +110,12 @@ def _blocks(table: Table, runs: pd.DataFrame, metrics: list[str], keys=("model",
                 table.note(f"not shown: {_title(values)} ({len(sel)} runs, none with this table's scores)")
                 for _, r in failed(sel).iterrows():
                     table.note(f"failed run ({r.get('method')}, seed {r.get('seed')}): {r.get('run_dir')}")
-    preferred = [b for b in blocks if prefer and all(b[0].get(k) == v for k, v in prefer.items())]
-    if preferred and not any((only or {}).values()):
+    chosen = [b for b in blocks if prefer and all(b[0].get(k) == v for k, v in prefer.items())]
+    if chosen and not any((only or {}).values()):
         for values, sel in blocks:
-            if (values, sel) not in preferred:
+            if values not in [c[0] for c in chosen]:
                 table.note(f"not shown: {_title(values)} ({len(sel)} runs); pick it with --model/--data")
-        blocks = preferred
+        blocks = chosen
     if not blocks:
         empty = {k: (only or {}).get(k) or (prefer or {}).get(k, "none") for k in keys}
         table.note("no runs found for this table: every cell is missing")
@@ -127,7 +127,7 @@ def _title(values: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
-def _base(runs: pd.DataFrame, model) -> pd.DataFrame:
+def _of_model(runs: pd.DataFrame, model) -> pd.DataFrame:
     """The rows of `runs` (e.g. base_evaluations) of `model`."""
     return runs[runs["model"] == model] if "model" in runs else runs.iloc[:0]
 
@@ -150,9 +150,9 @@ def build_runs(runs: pd.DataFrame, model=None, data=None) -> Table:
             Column("reward end", "train.reward_end", digits=3)] + \
         [Column(task, f"eval.{task}") for task in tasks]
     for values, sel in _blocks(t, runs, [c.metric for c in cols], only={"model": model, "data": data}):
-        b = pd.concat([sel, _base(base, values["model"])])
-        method_rows(t, block=_title(values), section="", groups=[Group(b, cols)],
-                    methods=[BASE_METHOD] if not _base(base, values["model"]).empty else [], labels={})
+        own_base = _of_model(base, values["model"])
+        method_rows(t, block=_title(values), section="", groups=[Group(pd.concat([sel, own_base]), cols)],
+                    methods=[BASE_METHOD] if not own_base.empty else [], labels={})
     return t
 
 
@@ -164,8 +164,9 @@ def build_main(runs: pd.DataFrame, model=None, data=None) -> Table:
     prefer = {"model": PAPER_MODELS["Qwen3-8B"], "data": PAPER_DATA["DeepMath-103K"]}
     for values, sel in _blocks(t, runs, [c.metric for c in cols], prefer=prefer,
                                only={"model": model, "data": data}):
-        method_rows(t, block=_title(values), section="", groups=[Group(pd.concat([sel, _base(base, values["model"])]), cols)],
-                    methods=MAIN_METHODS, labels=LABELS, paper=paper_cells("main_math"), reference=REFERENCE)
+        with_base = pd.concat([sel, _of_model(base, values["model"])])
+        method_rows(t, block=_title(values), section="", groups=[Group(with_base, cols)], methods=MAIN_METHODS,
+                    labels=LABELS, paper=paper_cells("main_math"), reference=REFERENCE)
     t.note("SparseFT is not in the paper's main table (only its step time, in the efficiency table).")
     return t
 
@@ -202,27 +203,33 @@ def build_domains(runs: pd.DataFrame, model=None, data=None) -> Table:
         for label, (what, datasets) in DOMAINS.items():
             chosen = (data,) if data else datasets
             part = sel[sel["data"].isin(chosen)] if "data" in sel else sel.iloc[:0]
-            groups.append(Group(part, [Column(f"{label} ({what})", f"eval.{PAPER_BENCHMARKS[label]}", paper=label)]))
+            column = Column(f"{label} ({what})", f"eval.{PAPER_BENCHMARKS[label]}", paper=label)
+            groups.append(Group(part, [column]))
             t.explain(f"{label}: runs trained on data {' or '.join(chosen)}.")
         method_rows(t, block=_title(values), section="", groups=groups, methods=("geora", "lora"),
                     labels=LABELS, paper=paper_cells("domains"), reference=REFERENCE)
     return t
 
 
+EFFICIENCY_LEGEND = [
+    OURS, "ratio = mean(method) / mean(FullFT), FullFT runs of the same model, data, device and "
+    "settings apart from the method and its learning rate; interval: delta method on the log scale, "
+    "Welch df; n = method runs / FullFT runs.",
+    "step time: each run's median optimizer step; peak memory: torch's peak allocated memory on a "
+    "GPU, the process' peak resident memory on a CPU."]
+
+
 def build_efficiency(runs: pd.DataFrame, model=None, data=None) -> Table:
-    t = Table("efficiency", "Efficiency, as ratios to FullFT measured in the same sweep", legend=[
-        OURS, "ratio = mean(method) / mean(FullFT) over FullFT runs of the same model, data, device and "
-        "settings apart from the method and its learning rate; interval: delta method on the log "
-        "scale, Welch df; n = method runs / FullFT runs.",
-        "step time: the median optimizer step of each run; peak memory: torch's peak allocated "
-        "memory on a GPU, the process' peak resident memory on a CPU."])
-    paper = paper_cells("efficiency", lambda r: r["score"] + "B" if r["benchmark"] == "trainable_params_B" else r["score"])
-    cols = [Column("trainable params", "train.trainable_params", paper="trainable_params_B", fmt=count_text),
-            Column("params / FullFT", "train.trainable_params", paper="trainable_frac_of_fullft", digits=4, ratio_to="fullft"),
-            Column("step time (s)", "train.step_time_s", digits=2),
-            Column("step time / FullFT", "train.step_time_s", paper="step_time_vs_fullft", digits=3, ratio_to="fullft"),
-            Column("peak memory (GiB)", "train.peak_memory_gib", digits=2),
-            Column("memory / FullFT", "train.peak_memory_gib", paper="vram_vs_fullft", digits=3, ratio_to="fullft")]
+    t = Table("efficiency", "Efficiency, as ratios to FullFT measured in the same sweep",
+              legend=list(EFFICIENCY_LEGEND))
+    paper = paper_cells("efficiency", lambda r: r["score"] + ("B" if r["benchmark"] == "trainable_params_B" else ""))
+    params, step, memory = "train.trainable_params", "train.step_time_s", "train.peak_memory_gib"
+    cols = [Column("trainable params", params, paper="trainable_params_B", fmt=count_text),
+            Column("params / FullFT", params, paper="trainable_frac_of_fullft", digits=4, ratio_to="fullft"),
+            Column("step time (s)", step, digits=2),
+            Column("step time / FullFT", step, paper="step_time_vs_fullft", digits=3, ratio_to="fullft"),
+            Column("peak memory (GiB)", memory, digits=2),
+            Column("memory / FullFT", memory, paper="vram_vs_fullft", digits=3, ratio_to="fullft")]
     prefer = {"model": PAPER_MODELS["Qwen3-8B"], "data": PAPER_DATA["DeepMath-103K"]}
     for values, sel in _blocks(t, runs, [c.metric for c in cols], keys=("model", "data", "device"),
                                prefer=prefer, only={"model": model, "data": data}):
@@ -268,7 +275,7 @@ def build_sizes(runs: pd.DataFrame, model=None, data=None) -> Table:
     for values, sel in _blocks(t, runs, [c.metric for c in cols], keys=("data",), only={"data": data}):
         models = [m for m in sel["model"].dropna().unique() if model in (None, m)] if "model" in sel else []
         for m in sorted(models, key=lambda m: _size(str(m), sel[sel["model"] == m])) or [model or "none"]:
-            part = pd.concat([_base(sel, m), _base(base, m)])
+            part = pd.concat([_of_model(sel, m), _of_model(base, m)])
             method_rows(t, block=_title(values), section=f"model={m}", groups=[Group(part, cols)],
                         methods=MAIN_METHODS, labels=LABELS, reference=REFERENCE)
     return t
@@ -286,24 +293,26 @@ def with_mask_stats(runs: pd.DataFrame) -> pd.DataFrame:
         stats = read_json(RunFolder(run_dir).adapter / STATS_FILE) if isinstance(run_dir, str) else None
         agg = (stats or {}).get("aggregate") or {}
         rows.append({f"masks.{k}": agg.get(k, np.nan) for k in keys})
-    return pd.concat([runs.reset_index(drop=True), pd.DataFrame(rows, columns=[f"masks.{k}" for k in keys])], axis=1)
+    columns = pd.DataFrame(rows, columns=[f"masks.{k}" for k in keys])
+    return pd.concat([runs.reset_index(drop=True), columns], axis=1)
 
 
-def build_analysis(runs: pd.DataFrame, model=None, data=None) -> Table:
+def _analysis_columns(runs: pd.DataFrame) -> tuple[str, list, dict[str, list[Column]]]:
+    """The default S_Head reading, the k of the runs, and the columns of each section."""
     from analysis import metrics as m     # torch; only this table needs it
 
-    runs = with_mask_stats(runs) if not runs.empty else runs
     readings = next((list(r) for r in runs.get("analysis.readings", pd.Series(dtype=object))
                      if isinstance(r, list)), list(m.S_HEAD_READINGS))
     defaults = runs.get("analysis.default_reading", pd.Series(dtype=object)).dropna()
     default = defaults.mode().iloc[0] if len(defaults) else m.DEFAULT_READING
-    readings = [default] + [r for r in readings if r != default]
     ks = sorted(pd.to_numeric(runs.get("analysis.k", pd.Series(dtype=float)), errors="coerce").dropna().unique())
     o = "analysis.overall."
     s_head = [Column(f"{r} (default)" if r == default else r, f"{o}s_head.{r}", digits=3,
-                     chance=f"{o}s_head_chance.{r}", paper="S_Head" if r == default else None) for r in readings]
+                     chance=f"{o}s_head_chance.{r}", paper="S_Head" if r == default else None)
+              for r in [default] + [r for r in readings if r != default]]
     nss = [Column(f"NSS {s}", f"{o}nss.{s}", paper="NSS", digits=3) for s in m.NSS_SCOPES] + \
-        [Column("unchanged (bf16)", f"{o}unchanged_frac", digits=3), Column("exactly zero", f"{o}zero_frac", digits=3)]
+        [Column("unchanged (bf16)", f"{o}unchanged_frac", digits=3),
+         Column("exactly zero", f"{o}zero_frac", digits=3)]
     masks = [Column("M_spec", "masks.frac_a", digits=4), Column("M_euc", "masks.frac_b", digits=4),
              Column("M_spec ∩ M_euc", "masks.intersection", paper="mask_intersection_frac", digits=4),
              Column("M_spec ∪ M_euc", "masks.union", digits=4),
@@ -311,25 +320,32 @@ def build_analysis(runs: pd.DataFrame, model=None, data=None) -> Table:
         [Column(f"updated in {name}", f"{o}masks.{key}.updated_in_mask", digits=3,
                 chance=f"{o}masks.{key}.updated_in_mask_chance")
          for key, name in (("spec", "M_spec"), ("euc", "M_euc"), ("union", "the union"))]
+    return default, ks, {"S_Head": s_head, "NSS and update sparsity": nss, "Masks (GeoRA family)": masks}
+
+
+def build_analysis(runs: pd.DataFrame, model=None, data=None) -> Table:
+    runs = with_mask_stats(runs) if not runs.empty else runs
+    default, ks, sections = _analysis_columns(runs)
     t = Table("analysis", "Where the updates went (results.json['analysis'], overall aggregate)", legend=[
-        OURS, f"S_Head: share of the update in W0's top-k singular subspace (k = {', '.join(f'{k:g}' for k in ks) or '?'}), "
-        f"default reading {default!r}; chance line: its value for a random update of the same shapes.",
-        "The paper's NSS does not name its scope; it is shown under each. Its S_Head is read as the "
-        "default reading.", "Masks: fractions of entries (adapter/mask_stats.json); 'updated in': share "
-        "of the updated entries inside the mask, chance = the mask's share of entries."])
+        OURS, f"S_Head: share of the update in W0's top-k singular subspace (k = "
+        f"{', '.join(f'{k:g}' for k in ks) or '?'}), default reading {default!r}; chance line: its "
+        "value for a random update of the same shapes.",
+        "The paper's NSS does not name its scope: it is shown under each. Its S_Head is read as the "
+        "default reading.",
+        "Masks: fractions of entries (adapter/mask_stats.json); 'updated in': share of the updated "
+        "entries inside the mask, chance = the mask's share of entries."])
     paper = paper_cells("analysis", lambda r: ("≤ " if r["benchmark"].endswith("_max") else "") + r["score"])
-    paper = {(meth, "S_Head" if b == "S_Head_max" else b): v for (meth, b), v in paper.items()}
+    paper = {(method, "S_Head" if b == "S_Head_max" else b): v for (method, b), v in paper.items()}
     prefer = {"model": PAPER_MODELS["Qwen3-8B"], "data": PAPER_DATA["DeepMath-103K"]}
-    extra = ("analysis.k", "analysis.default_reading")
-    for values, sel in _blocks(t, runs, [c.metric for c in s_head + nss + masks], prefer=prefer,
-                               only={"model": model, "data": data}):
-        with_masks = sel[sel[[c.metric for c in masks if c.metric in sel]].notna().any(axis=1)] \
-            if not sel.empty else sel
-        for title, cols, methods, part in (
-                ("S_Head", s_head, TRAINED_METHODS, sel), ("NSS and update sparsity", nss, TRAINED_METHODS, sel),
-                ("Masks (GeoRA family)", masks, ("geora",), with_masks)):
+    metrics = [c.metric for cols in sections.values() for c in cols]
+    for values, sel in _blocks(t, runs, metrics, prefer=prefer, only={"model": model, "data": data}):
+        for title, cols in sections.items():
+            part, methods = sel, TRAINED_METHODS
+            if title.startswith("Masks"):     # the methods with masks (and GeoRA, the paper's)
+                has = [c.metric for c in cols if c.metric in sel]
+                part, methods = (sel[sel[has].notna().any(axis=1)] if has else sel.iloc[:0]), ("geora",)
             method_rows(t, block=_title(values), section=title, groups=[Group(part, cols)], methods=methods,
-                        labels=LABELS, paper=paper, variant_extra=extra)
+                        labels=LABELS, paper=paper, variant_extra=("analysis.k", "analysis.default_reading"))
     return t
 
 
@@ -344,6 +360,7 @@ def build_table(name: str, runs: pd.DataFrame, model: str | None = None, data: s
     if key not in TABLES:
         raise ValueError(f"unknown table {name!r}; choose one of {', '.join(TABLES)}")
     if model is not None and "model" in runs and model not in set(runs["model"]):
-        raise ValueError(f"--model {model!r}: no run of that model; found {sorted(set(runs['model'].dropna()))}")
+        found = sorted(set(runs["model"].dropna()))
+        raise ValueError(f"--model {model!r}: no run of that model; found {found}")
     return TABLES[key](runs, model=model, data=data)
 

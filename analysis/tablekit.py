@@ -164,13 +164,17 @@ class Group:
     columns: list[Column]
 
 
-def _values(runs: pd.DataFrame, col: Column) -> np.ndarray:
-    if runs.empty or col.metric not in runs:
-        return np.array([])
-    if col.where is not None:
-        key, value = col.where
-        runs = runs[pd.to_numeric(runs[key], errors="coerce") == value] if key in runs else runs.iloc[:0]
-    return numbers(runs[col.metric])
+def _where(runs: pd.DataFrame, col: Column) -> pd.DataFrame:
+    """The runs a column reads: those with col.where's value (all when it has none)."""
+    if col.where is None or runs.empty:
+        return runs
+    key, value = col.where
+    return runs[pd.to_numeric(runs[key], errors="coerce") == value] if key in runs else runs.iloc[:0]
+
+
+def _values(runs: pd.DataFrame, col: Column, metric: str | None = None) -> np.ndarray:
+    runs, metric = _where(runs, col), metric or col.metric
+    return numbers(runs[metric]) if metric in runs else np.array([])
 
 
 def _relevant(runs: pd.DataFrame, columns: Sequence[Column]) -> pd.DataFrame:
@@ -208,16 +212,16 @@ def method_rows(table: Table, *, block: str, section: str, groups: Sequence[Grou
                 variant_extra: Sequence[str] = (), extras: bool = True) -> None:
     """Fill `section` of `table`: for each method (`methods` first, then, with `extras`, any
     other found in `groups`) the paper's line (where `paper` = {(method, paper label): text}
-    has one), then per settings variant: ours, chance (where a column has one) and Δ vs
-    `reference`. Methods left out (extras=False) are named in the notes."""
-    found = [m for g in groups for m in g.runs.get("method", pd.Series(dtype=str)).dropna().unique()]
-    others = sorted(set(found) - set(methods), key=str)
+    has one), then per settings variant (analysis.runs.variants, less `variant_ignore`, plus
+    the `variant_extra` columns) the lines ours, chance (where a column has one) and Δ vs
+    `reference`. Methods left out (extras=False) and failed runs are named in the notes."""
+    found = {m for g in groups if "method" in g.runs for m in g.runs["method"].dropna()}
+    others = sorted(found - set(methods), key=str)
     order = list(methods) + (others if extras else [])
     if others and not extras:
         table.note(f"{block}: runs of other methods not in this table: {', '.join(map(str, others))}")
-    paper = paper or {}
-    all_cols = [c for g in groups for c in g.columns]
-    rows: dict[tuple[str, str], dict] = {}             # (method, variant) -> {column: (source, text, nums)}
+    columns = [c for g in groups for c in g.columns]
+    rows: dict[tuple[str, str], dict] = {}      # (method, variant) -> {column: {line: (text, numbers)}}
     for group in groups:
         runs = group.runs
         by_method = {m: runs[runs["method"] == m] if "method" in runs else runs.iloc[:0] for m in order}
@@ -231,32 +235,26 @@ def method_rows(table: Table, *, block: str, section: str, groups: Sequence[Grou
             if len(parts[m]) > 1:
                 table.note(f"{block}: {labels.get(m, m)} runs differ in settings, shown apart: "
                            + "; ".join(f"[{lab}] n={len(p)}" for lab, p in parts[m]))
-            for lab, part in parts[m] or [("", part_empty(runs))]:
+            for lab, part in parts[m] or [("", runs.iloc[:0])]:      # no runs: a "missing" line
                 cells = rows.setdefault((m, lab), {})
                 for col in group.columns:
-                    cells[col.label] = _cells(col, m, part, parts, reference, by_method)
+                    cells[col.label] = _cells(col, m, part, parts, reference)
+    lines = {"ours": "ours", "chance": "chance", "delta": f"Δ vs {labels.get(reference, reference)}"}
     for m in order:
         name = labels.get(m, m)
-        reported = {c.label: paper[(m, c.paper)] for c in all_cols if (m, c.paper) in paper}
-        if reported:
-            for c in all_cols:
-                table.add(block, section, name, "paper", c.label, reported.get(c.label, NOT_REPORTED),
-                          method=m, variant="", value=_float(reported.get(c.label)))
-        for (method, lab), cells in rows.items():
-            if method != m:
-                continue
-            row = f"{name} [{lab}]" if lab else name
-            for source in ("ours", "chance", f"Δ vs {labels.get(reference, reference)}"):
-                line = {c.label: cells.get(c.label, {}).get(source.split(" ")[0]) for c in all_cols}
-                if not any(line.values()):
+        reported = {c.label: paper[(m, c.paper)] for c in columns if (m, c.paper) in (paper or {})}
+        for c in columns if reported else ():
+            text = reported.get(c.label, NOT_REPORTED)
+            table.add(block, section, name, "paper", c.label, text, method=m, variant="", value=_float(text))
+        for lab, cells in [(lab, cells) for (method, lab), cells in rows.items() if method == m]:
+            for line, source in lines.items():
+                texts = {c.label: cells.get(c.label, {}).get(line) for c in columns}
+                if not any(texts.values()):
                     continue
-                for c in all_cols:
-                    text, nums = line[c.label] or ("see other rows" if source == "ours" else "", {})
-                    table.add(block, section, row, source, c.label, text, method=m, variant=lab, **nums)
-
-
-def part_empty(runs: pd.DataFrame) -> pd.DataFrame:
-    return runs.iloc[:0]
+                for c in columns:               # a column this variant's runs do not cover
+                    text, nums = texts[c.label] or ("see other rows" if line == "ours" else "", {})
+                    table.add(block, section, f"{name} [{lab}]" if lab else name, source, c.label, text,
+                              method=m, variant=lab, **nums)
 
 
 def _float(text) -> float | None:
@@ -266,43 +264,43 @@ def _float(text) -> float | None:
         return None
 
 
-def _cells(col: Column, method: str, part: pd.DataFrame, parts: dict, reference: str | None,
-           by_method: dict) -> dict:
-    """{source: (text, numbers)} of one method variant in one column."""
-    out = {}
+def _cells(col: Column, method: str, part: pd.DataFrame, parts: dict, reference: str | None) -> dict:
+    """{line: (text, numbers)} of one method variant in one column; lines: ours, chance, delta.
+    `parts`: {method: [(variant label, runs)]} of the same runs, for the reference methods."""
     values = _values(part, col)
     if col.ratio_to is not None:
-        if method == col.ratio_to:
-            out["ours"] = ("1 (reference)" if len(values) else MISSING, {"value": 1.0, "n": len(values)})
-        else:
-            ref = _pick(parts.get(col.ratio_to, []), part) if not part.empty else None
-            if ref is None:
-                text = MISSING if not len(values) else f"no {col.ratio_to} run with these settings"
-                out["ours"] = (text, {"n": len(values)})
-            else:
-                q = ratio_interval(values, _values(ref[1], col))
-                out["ours"] = (ratio_text(q, col.digits), {"value": q.ratio, "low": q.low, "high": q.high,
-                                                           "n": q.n, "n_reference": q.n_reference})
-        return out
+        return {"ours": _ratio_cell(col, method, part, values, parts.get(col.ratio_to, []))}
     iv = mean_interval(values)
-    out["ours"] = (interval_text(iv, col.digits, col.fmt),
-                   {"value": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n})
-    if col.chance and not part.empty and col.chance in part:
-        ch = numbers(part[col.chance])
-        if len(ch):
-            out["chance"] = (f"{ch.mean():.{col.digits}f}", {"value": float(ch.mean()), "n": len(ch)})
-    if reference and method not in (reference, BASE_METHOD) and not part.empty and not len(values):
-        out["Δ"] = (NOT_REPORTED, {})
-    elif reference and method not in (reference, BASE_METHOD) and not part.empty:
-        ref = _pick(parts.get(reference, []), part)
-        if ref is None:
-            out["Δ"] = ("n/a (no reference run with these settings)", {})
-        else:
-            both = pd.concat([part.assign(_row=method), ref[1].assign(_row=reference)])
-            if col.where is not None and col.where[0] in both:
-                both = both[pd.to_numeric(both[col.where[0]], errors="coerce") == col.where[1]]
-            both = both.assign(**{col.metric: pd.to_numeric(both[col.metric], errors="coerce")}) \
-                if col.metric in both else both.assign(**{col.metric: np.nan})
-            diff = paired_table(both, col.metric, reference=reference, method_col="_row", digits=col.digits)
-            out["Δ"] = difference_cell(diff.iloc[0], col.digits) if len(diff) else ("n/a (n=0)", {"n": 0})
+    out = {"ours": (interval_text(iv, col.digits, col.fmt),
+                    {"value": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n})}
+    chance = _values(part, col, col.chance) if col.chance else []
+    if len(chance):
+        out["chance"] = (f"{chance.mean():.{col.digits}f}", {"value": float(chance.mean()), "n": len(chance)})
+    if reference and method not in (reference, BASE_METHOD) and not part.empty:
+        out["delta"] = _delta_cell(col, method, part, values, reference, parts.get(reference, []))
     return out
+
+
+def _ratio_cell(col: Column, method: str, part: pd.DataFrame, values, references) -> tuple[str, dict]:
+    if method == col.ratio_to:
+        return ("1 (reference)" if len(values) else MISSING), {"value": 1.0, "n": len(values)}
+    ref = _pick(references, part) if len(values) else None
+    if ref is None:
+        return (MISSING if not len(values) else f"no {col.ratio_to} run with these settings"), {"n": len(values)}
+    q = ratio_interval(values, _values(ref[1], col))
+    return ratio_text(q, col.digits), {"value": q.ratio, "low": q.low, "high": q.high, "n": q.n,
+                                       "n_reference": q.n_reference}
+
+
+def _delta_cell(col: Column, method: str, part: pd.DataFrame, values, reference: str,
+                references) -> tuple[str, dict]:
+    """analysis.stats.paired_table of this variant against the matching reference variant."""
+    if not len(values):
+        return NOT_REPORTED, {}
+    ref = _pick(references, part)
+    if ref is None:
+        return f"n/a (no {reference} run with these settings)", {}
+    both = _where(pd.concat([part.assign(_row=method), ref[1].assign(_row=reference)]), col)
+    both = both.assign(**{col.metric: pd.to_numeric(both.get(col.metric), errors="coerce")})
+    diff = paired_table(both, col.metric, reference=reference, method_col="_row", digits=col.digits)
+    return difference_cell(diff.iloc[0], col.digits)

@@ -169,6 +169,22 @@ def test_a_run_of_another_learning_rate_is_not_averaged_with_the_default(tmp_pat
     assert any("PiSSA runs differ in settings" in n for n in table.notes)
 
 
+def test_later_evaluations_fill_columns_and_their_settings_split_runs(tmp_path):
+    from geora.evaluation.harness import SUMMARY_FILE
+
+    for seed, limit in ((0, None), (1, None), (2, 50)):
+        run = write_run(tmp_path, "geora", seed, {"aime24": 20.0})
+        with run.new_evaluation("paper_ood") as folder:
+            (folder / SUMMARY_FILE).write_text(json.dumps(
+                {"scores": {"humaneval": 80.0 + seed}, "eval": {"name": "paper_ood", "limit": limit,
+                                                                "tasks": ["humaneval"], "num_threads": seed}}))
+    runs = collect_runs(tmp_path)
+    assert list(runs["eval.humaneval"]) == [80.0, 81.0, 82.0] and "evals.paper_ood.humaneval" in runs
+    table = build_table("main", runs)
+    assert cell(table, "GeoRA [evals.paper_ood.limit=None]", "HumanEval")["text"] == "80.50 ± 6.35 (n=2)"
+    assert cell(table, "GeoRA [evals.paper_ood.limit=50]", "HumanEval")["text"] == "82.00 (n=1)"
+
+
 def test_variants_label_what_differs_and_ignore_what_does_not_matter():
     runs = pd.DataFrame({"seed": [0, 1, 2], "settings": [
         {"train.learning_rate": 1e-4, "method.rank": 8}, {"train.learning_rate": 1e-4, "method.rank": 16},

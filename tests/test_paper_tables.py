@@ -72,15 +72,15 @@ def test_a_method_without_a_matching_fullft_run_gets_no_ratio(tmp_path):
     assert cell(table, "LoRA", "step time / FullFT")["text"] == "no fullft run with these settings"
 
 
-def test_ratio_interval_covers_the_true_ratio_95_percent_of_the_time():
+def test_ratio_interval_covers_the_true_ratio_about_95_percent_of_the_time():
     rng = np.random.default_rng(0)
     hits = 0
-    for _ in range(2000):
+    for _ in range(1000):
         a = rng.normal(1.6, 0.08, size=4)
         b = rng.normal(2.0, 0.15, size=3)
         q = ratio_interval(a, b)
         hits += q.low <= 0.8 <= q.high
-    assert 0.93 <= hits / 2000 <= 0.975, hits / 2000
+    assert 0.92 <= hits / 1000 <= 0.97, hits / 1000              # measured: 0.938 (3 and 4 samples)
     assert ratio_interval([1.0], [2.0, 2.0]).low is None and ratio_interval([], [1.0]).ratio is None
 
 
