@@ -56,7 +56,9 @@ DOMAINS = {"MedQA": ("medical RLVR", ("medqa",)),
 REFERENCE = "geora"
 RESOLVED = ("Δ = method − GeoRA over the seeds both ran (mean, 95% percentile bootstrap "
             "interval, n); * = both the bootstrap and the paired-t interval exclude 0.")
-OURS = "ours = mean ± half-width of the 95% t-interval over seeds (n = seeds; n=1: no interval)."
+OURS = ("ours = mean ± half-width of the 95% t-interval over seeds (n = seeds; n=1: no interval); "
+        "missing = no finished run with this score; — = not reported by the paper (paper line) or "
+        "nothing to compare (Δ line).")
 
 
 # ------------------------------------------------------------------------- the paper

@@ -28,17 +28,17 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX.get(ch, ch) for ch in str(text))
 
 
-def layout(table: Table) -> list[tuple[str, str, list[str], list[tuple[str, str, list[str]]]]]:
-    """[(block, section, columns, [(row, source, texts)])] in the order the cells were added."""
+def layout(table: Table) -> list[tuple[str, str, list[str], list[tuple[str, str, str, list[str]]]]]:
+    """[(block, section, columns, [(method, row, source, texts)])] in the order the cells were added."""
     parts: dict[tuple[str, str], dict] = {}
     for c in table.cells:
         part = parts.setdefault((c["block"], c["section"]), {"columns": [], "rows": {}})
         if c["column"] not in part["columns"]:
             part["columns"].append(c["column"])
-        part["rows"].setdefault((c["row"], c["source"]), {})[c["column"]] = c["text"]
+        part["rows"].setdefault((c.get("method"), c["row"], c["source"]), {})[c["column"]] = c["text"]
     return [(block, section, p["columns"],
-             [(row, source, [cells.get(col, "") for col in p["columns"]])
-              for (row, source), cells in p["rows"].items()])
+             [(method, row, source, [cells.get(col, "") for col in p["columns"]])
+              for (method, row, source), cells in p["rows"].items()])
             for (block, section), p in parts.items()]
 
 
@@ -53,7 +53,7 @@ def markdown(table: Table) -> str:
                 "| " + " | ".join(["Method", "", *columns]) + " |",
                 "|" + "---|" * 2 + "---:|" * len(columns)]
         previous = None
-        for row, source, texts in rows:
+        for _, row, source, texts in rows:
             label = "" if row == previous else row
             previous = row
             out.append("| " + " | ".join(x.replace("|", "\\|") for x in (label, source, *texts)) + " |")
@@ -71,12 +71,12 @@ def latex(table: Table) -> str:
                 rf"\caption{{{latex_escape(table.title)} ({latex_escape(_heading(block, section))})}}",
                 rf"\begin{{tabular}}{{ll{'r' * len(columns)}}}", r"\toprule",
                 " & ".join(["Method", "", *(latex_escape(c) for c in columns)]) + r" \\", r"\midrule"]
-        previous = None
-        for row, source, texts in rows:
-            if previous is not None and row != previous:
-                out.append(r"\addlinespace")
+        previous = previous_method = None
+        for method, row, source, texts in rows:
+            if previous_method is not None and method != previous_method:
+                out.append(r"\addlinespace")        # a little space between methods
             label = "" if row == previous else latex_escape(row)
-            previous = row
+            previous, previous_method = row, method
             out.append(" & ".join([label, latex_escape(source), *(latex_escape(x) for x in texts)]) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}"]
         if table.legend:
