@@ -177,7 +177,7 @@ def build_ablation(runs: pd.DataFrame, model=None, data=None) -> Table:
     check = ablation_avg_check()
     off = check[check["difference"].abs() > 0.01]   # beyond rounding
     t = Table("ablation", "Ablations of GeoRA (the paper: Qwen3-4B)", legend=[
-        OURS, RESOLVED, "Reward: mean training reward over the last steps (results.json train.reward_end).",
+        OURS, RESOLVED, "Reward: the mean training reward of the last 10% of logged steps (results.json train.reward_end).",
         "Avg: per run, the mean of AIME24, AIME25, MATH500 and OlymMATH (the paper's Avg is that "
         f"mean for {len(check) - len(off)} of its {len(check)} rows"
         + "".join(f"; {m} prints {r.paper_avg:.2f} where its four scores average {r.mean_of_four:.2f}"
