@@ -188,6 +188,12 @@ def test_paper_main_eval_is_paper_math_plus_paper_ood_with_their_settings():
     assert math.eval.max_gen_toks is None and ood.eval.max_gen_toks is None
 
 
+def test_paper_ablation_eval_is_paper_math_with_other_sample_counts():
+    ablation, math = (OmegaConf.load(CONF / "eval" / f"{n}.yaml") for n in ("paper_ablation", "paper_math"))
+    differ = {k for k in set(ablation) | set(math) if ablation.get(k) != math.get(k)}
+    assert differ == {"name", "repeats"}
+
+
 def test_the_ablation_avg_is_the_mean_of_the_four_math_scores():
     """The paper's Avg column (25.41 for GeoRA) is the plain mean of AIME24, AIME25, MATH500
     and OlymMATH, rounded; the Reward column does not enter it. Four of the five printed
