@@ -58,18 +58,23 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
 
 
+def refuse_finished(cfg: DictConfig, run: RunFolder) -> None:
+    """RunExistsError for a finished run the config does not overwrite (reads only)."""
+    if cfg.train.resume not in RESUME_MODES:
+        raise ValueError(f"train.resume={cfg.train.resume!r}: choose auto or never")
+    if run.state() == "finished" and not cfg.train.overwrite:
+        raise RunExistsError(
+            f"{run.path} holds a finished run (results.json). Refusing to overwrite it: pass "
+            f"train.overwrite=true to start again, or choose another run_name / hydra.run.dir")
+
+
 def prepare_run_dir(cfg: DictConfig, run_dir: str | Path | RunFolder) -> str | None:
     """Checks the folder's state against the config; returns the checkpoint to resume or None.
 
     Raises RunExistsError for a finished run (no overwrite) or a config that changed."""
     run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
-    if cfg.train.resume not in RESUME_MODES:
-        raise ValueError(f"train.resume={cfg.train.resume!r}: choose auto or never")
+    refuse_finished(cfg, run)
     state = run.state()
-    if state == "finished" and not cfg.train.overwrite:
-        raise RunExistsError(
-            f"{run.path} holds a finished run (results.json). Refusing to overwrite it: pass "
-            f"train.overwrite=true to start again, or choose another run_name / hydra.run.dir")
     if state != "new" and (state == "finished" or cfg.train.overwrite):
         run.clear()
         state = "new"
@@ -167,8 +172,9 @@ def start(cfg: DictConfig, run_dir, overrides: list[str] | None) -> Run:
     check_run_inputs(cfg, device)
     if device == "cpu" and cfg.get("cpu_threads"):
         torch.set_num_threads(int(cfg.cpu_threads))
-    train_data = load_train_data(cfg) if trains(cfg) else None
     folder = RunFolder(run_dir)
+    refuse_finished(cfg, folder)   # before the data is read for nothing
+    train_data = load_train_data(cfg) if trains(cfg) else None
     folder.path.mkdir(parents=True, exist_ok=True)
     run = Run(cfg, folder, device, resume_from=prepare_run_dir(cfg, folder),
               train_data=train_data)
