@@ -57,6 +57,10 @@ def summary(res: dict) -> str:
     def f(x, fmt="{:.3f}"):
         return "n/a" if x is None else fmt.format(x)
 
+    if t is None:  # method=base: the untrained model, evaluated only
+        return "\n".join([f"== {res['model']}, untrained (method {res['method']}) ==",
+                          *(f"eval {task}: {f(score, '{:.1f}')}" for task, score in after.items()),
+                          f"run folder: {res['run_dir']}"])
     lines = [f"== {res['method']} on {res['model']} / {res['data']} (seed {res['seed']}) ==",
              f"steps {t['steps']}  reward first {t.get('reward_window')} steps {f(t['reward_start'])}"
              f" -> last {f(t['reward_end'])}",
@@ -72,6 +76,7 @@ def summary(res: dict) -> str:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from geora.execution import CodeExecutionRefused
     from geora.models import HubUnavailableError
     from geora.training.pipeline import record_failure, train
     from geora.training.rundir import RunExistsError
@@ -91,7 +96,7 @@ def main(cfg: DictConfig) -> float | None:
         res = train(cfg, run_dir, overrides=list(hc.overrides.task))
     except RunExistsError as e:  # the folder belongs to another (finished) run: leave it alone
         raise explained(e) from None
-    except (HubUnavailableError, FileNotFoundError, ValueError) as e:
+    except (HubUnavailableError, CodeExecutionRefused, FileNotFoundError, ValueError) as e:
         record_failure(run_dir, cfg, e)
         raise explained(e) from None
     except Exception as e:
@@ -101,7 +106,7 @@ def main(cfg: DictConfig) -> float | None:
     if "train" not in res:  # a non-main process of a multi-GPU run
         return None
     print(summary(res), flush=True)
-    return res["train"]["reward_end"]
+    return res["train"]["reward_end"] if res["train"] else None
 
 
 if __name__ == "__main__":

@@ -100,34 +100,79 @@ def resolve_model_dir(cfg: Mapping[str, Any]) -> str | None:
 
 
 def load_tokenizer(cfg: Mapping[str, Any]):
-    """The tokenizer of the model directory; for random_init, `tokenizer_path` or the micro one."""
+    """The tokenizer of the model directory; for random_init, `tokenizer_path` (a folder, or
+    `bundled:qwen3`, the real Qwen3 tokenizer shipped in the package) or the micro one."""
     from transformers import AutoTokenizer
+
+    from geora.tokenizer_assets import resolve_tokenizer_path
 
     model_dir = resolve_model_dir(cfg)
     if model_dir is None:
-        model_dir = str(cfg.get("tokenizer_path") or ASSETS_DIR / "micro")
+        model_dir = resolve_tokenizer_path(cfg.get("tokenizer_path") or ASSETS_DIR / "micro")
     tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=bool(cfg.get("trust_remote_code", False)))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
-def load_model(cfg: Mapping[str, Any], *, device: str | torch.device = "cpu"):
-    """(model, tokenizer) for a model config. `cfg` is a DictConfig or a plain dict."""
+def load_model(cfg: Mapping[str, Any], *, device: str | torch.device = "cpu",
+               dtype: str | torch.dtype | None = None):
+    """(model, tokenizer) for a model config. `cfg` is a DictConfig or a plain dict; `dtype`
+    replaces model.dtype (the pipeline loads fp32 master weights for full fine-tuning)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    dtype = torch_dtype(str(cfg.get("dtype", "float32")))
+    if not isinstance(dtype, torch.dtype):
+        dtype = torch_dtype(str(dtype or cfg.get("dtype", "float32")))
     model_dir = resolve_model_dir(cfg)
+    tokenizer = load_tokenizer(cfg)
     if model_dir is None:
         arch = dict(cfg["arch"])
+        if len(tokenizer) > int(arch.get("vocab_size", 0)):
+            raise ValueError(
+                f"model.arch.vocab_size={arch.get('vocab_size')} (model {cfg.get('name')!r}) is "
+                f"smaller than its tokenizer ({len(tokenizer)} tokens, model.tokenizer_path="
+                f"{cfg.get('tokenizer_path')!r}): token ids would fall outside the embedding")
         config = AutoConfig.for_model(**arch)
         torch.manual_seed(int(cfg.get("init_seed", 0)))
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     else:
         model = AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=dtype, trust_remote_code=bool(cfg.get("trust_remote_code", False)))
-    tokenizer = load_tokenizer(cfg)
     return model.to(device), tokenizer
+
+
+# ------------------------------------------------------------------------ chat mode
+# One setting, model.enable_thinking, decides the chat mode of the training rollouts (TRL's
+# chat_template_kwargs), the rewards (they read only what follows </think>) and the
+# evaluation (eval.enable_thinking interpolates it). null: the template has no such switch.
+CHAT_MODES = ("thinking", "no_thinking")
+
+
+def chat_template_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of apply_chat_template for a model config's chat mode.
+
+    >>> chat_template_kwargs({"enable_thinking": False}), chat_template_kwargs({})
+    ({'enable_thinking': False}, {})
+    """
+    thinking = cfg.get("enable_thinking")
+    return {} if thinking is None else {"enable_thinking": bool(thinking)}
+
+
+def for_chat_mode(value: Any, enable_thinking: bool | None, key: str) -> Any:
+    """A setting given once or per chat mode: `value`, or value["thinking" | "no_thinking"]
+    for a mapping with those two keys (a template without the switch is "no_thinking").
+
+    >>> for_chat_mode({"thinking": 16384, "no_thinking": 4096}, False, "train.max_completion_length")
+    4096
+    >>> for_chat_mode(64, True, "train.max_completion_length")
+    64
+    """
+    if not isinstance(value, Mapping):
+        return value
+    if set(value) != set(CHAT_MODES):
+        raise ValueError(f"{key}={dict(value)!r}: give one value or one per chat mode "
+                         f"({', '.join(CHAT_MODES)})")
+    return value["thinking" if enable_thinking else "no_thinking"]
 
 
 # A 2-layer Qwen3 with every real module name (q_proj ... down_proj): for examples,

@@ -29,6 +29,7 @@ def make(overrides, hydra_cfg=False):
 def test_default_is_the_micro_demo():
     cfg = make([])
     assert (cfg.model.name, cfg.data.name, cfg.method.name, cfg.device) == ("micro", "micro_math", "geora", "cpu")
+    assert (cfg.train.name, cfg.eval.name) == ("micro", "micro")
     assert cfg.train.learning_rate == cfg.method.learning_rate  # one source for the LR
 
 
@@ -43,7 +44,10 @@ def test_method_files_match_the_registry():
     geora = pytest.importorskip("geora")
     if not hasattr(geora, "available_methods"):
         pytest.skip("geora.available_methods not available")
-    assert set(names("method")) == set(geora.available_methods())
+    trained = {n for n in names("method")
+               if OmegaConf.load(CONF / "method" / f"{n}.yaml").get("trains", True)}
+    assert trained == set(geora.available_methods())
+    assert set(names("method")) - trained == {"base"}   # the untrained model: evaluated only
 
 
 @pytest.mark.parametrize("name", names("experiment"))
@@ -109,7 +113,10 @@ def test_multirun_two_methods_and_a_failing_job(tmp_path):
 
 
 @pytest.mark.parametrize("overrides,names", [
-    (["model=qwen3_4b"], ["Qwen/Qwen3-4B", "model.local_path"]),
+    (["model=qwen3_4b", "data=micro_math", "train=micro", "eval=none"],
+     ["Qwen/Qwen3-4B", "model.local_path"]),
+    # the model's recipe evaluates the math benchmarks: their data is checked at start
+    (["model=qwen3_4b"], ["Maxwell-Jia/AIME_2024", "eval.data_dir"]),
     (["data=deepmath_103k", "model.random_init=true", "model.bundled=null",
       "model.arch.hidden_size=64", "model.arch.num_hidden_layers=1", "model.arch.intermediate_size=64",
       "model.arch.head_dim=16"], ["zwhe99/DeepMath-103K", "data.local_path"])])

@@ -161,16 +161,3 @@ def test_vllm_needs_the_gpu_extra_and_batches_must_split():
     args = grpo_config(cfg.train, output_dir="unused", seed=0, device="cpu", report_to=[])
     assert (args.use_cpu, args.bf16, args.gradient_checkpointing) == (True, False, False)
     assert args.learning_rate == cfg.method.learning_rate and args.max_steps == 2
-
-
-
-def test_fullft_on_16bit_weights_warns_and_trains(tmp_path, caplog):
-    """The bf16 full fine-tuning warning path runs to the end (it once hit a shadowed logger)."""
-    from geora.training.pipeline import train
-
-    cfg = config("method=fullft", "model.dtype=bfloat16", "model.random_init=true",
-                 "model.arch.hidden_size=64", "model.arch.num_hidden_layers=2",
-                 "model.arch.intermediate_size=128", "model.arch.head_dim=16", "model.bundled=null")
-    with caplog.at_level("WARNING"):
-        res = train(cfg, tmp_path)
-    assert res["status"] == "finished" and "16-bit" in caplog.text

@@ -1,15 +1,20 @@
-"""RLVR data sets in one schema: a chat `prompt` column, `final_answer` (the gold), and the
-source's other fields (question, difficulty, topic, ...), as `datasets.Dataset`s.
+"""RLVR data sets in one schema: a chat `prompt` column, the gold its reward reads
+(`final_answer`, or `tests` / `test_format` for code) and the source's own columns, as
+`datasets.Dataset`s.
 
-The prompt is the question and `data.prompt_suffix` (null = the math instruction, "" =
-nothing), built by geora.prompts.chat_prompt, the function the evaluation tasks use too.
+Raw records become training rows through the data set's schema (`data.schema`, default
+"deepmath"; geora.data.schemas), whose prompt text (the question, options or signature, then
+`data.prompt_suffix`: null = the schema's instruction, "" = nothing) geora.prompts.chat_prompt
+turns into the user turn, the function the evaluation tasks use too.
 
 Sources (`data.source`):
 - "micro": the synthetic tasks of geora.data.micro (`data.task`, train/test sizes, seed);
-- "hub":   a hub data set in DeepMath-103K's schema (`data.hub_id`); a local copy wins when
-           `data.local_path` is set, and an unreachable hub stops at once with a message
-           naming the id and `data.local_path` (geora.models.HubUnavailableError);
+- "hub":   a hub data set (`data.hub_id`); a local copy wins when `data.local_path` is set,
+           and an unreachable hub stops at once with a message naming the id and
+           `data.local_path` (geora.models.HubUnavailableError);
 - "local": `data.local_path` only: a .jsonl / .json / .parquet file or a folder of them.
+In a folder, `data.files` (glob patterns relative to it; null = every data file) selects
+what is read, e.g. MedQA's train.json and never its dev/test files.
 
 >>> train, test = load_data({"name": "m", "source": "micro", "task": "math",
 ...                          "train_size": 4, "test_size": 2, "prompt_suffix": ""})
@@ -19,53 +24,104 @@ Sources (`data.source`):
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
+from geora.data.schemas import get_schema, to_rlvr_rows
 from geora.prompts import chat_prompt
 
-REQUIRED_FIELDS = ("question", "final_answer")
+DEFAULT_SCHEMA = "deepmath"
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
-def _read_file(path: Path) -> list[dict]:
-    import pandas as pd
-
-    if path.suffix == ".parquet":
-        frame = pd.read_parquet(path)
-    elif path.suffix in (".jsonl", ".json"):
+def _json_records(path: Path) -> list[dict]:
+    """A .jsonl file, or a .json file holding a list of records or (as many hub data sets
+    ship it) one record per line."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
         try:
-            frame = pd.read_json(path, lines=path.suffix == ".jsonl")
-        except ValueError as e:
-            raise ValueError(f"cannot read {path} as {path.suffix[1:]}: {e}") from None
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None  # not one JSON document: read it as JSON lines
+        if isinstance(data, list):
+            return data
+        if isinstance(data, dict):   # one record (a JSON-lines file of one line)
+            return [data]
+        if data is not None:
+            raise ValueError(f"cannot read {path}: a .json data file must hold a list of "
+                             f"records or one record per line")
+    records = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"cannot read {path}:{i} as JSON: {e.msg}") from None
+    return records
+
+
+def _read_file(path: Path, required: Iterable[str] = ()) -> list[dict]:
+    """The records of one data file as plain Python values (no dtype guessing: a final
+    answer "007" stays a string), each checked for the `required` columns."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        records = pq.read_table(path).to_pylist()
+    elif path.suffix in (".jsonl", ".json"):
+        records = _json_records(path)
     else:
         raise ValueError(f"data file {path}: unsupported suffix {path.suffix!r}; "
                          f"use one of {FILE_SUFFIXES}")
-    missing = [f for f in REQUIRED_FIELDS if f not in frame.columns]
-    if missing:
-        raise ValueError(f"data file {path} lacks required field {missing[0]!r} "
-                         f"(has {sorted(map(str, frame.columns))}; needs {list(REQUIRED_FIELDS)})")
-    return frame.to_dict(orient="records")
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise ValueError(f"data file {path}, record {i}: expected a JSON object, got "
+                             f"{type(rec).__name__}")
+        missing = [f for f in required if f not in rec]
+        if missing:
+            raise ValueError(f"data file {path} lacks required field {missing[0]!r} (record {i} "
+                             f"has {sorted(map(str, rec))}; needs {list(required)})")
+    return records
 
 
-def read_records(path: str | Path) -> list[dict]:
-    """Every record of a file, or of every data file under a folder (sorted by path)."""
+def data_files(folder: Path, patterns: Iterable[str] | None = None) -> list[Path]:
+    """The data files under `folder` (sorted; hidden ones skipped), or those matching
+    `patterns` (glob, relative to it), each pattern required to match."""
+    def visible(p: Path) -> bool:
+        return (p.is_file() and p.suffix in FILE_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+    if patterns is None:
+        files = sorted(p for p in folder.rglob("*") if visible(p))
+        if not files:
+            raise FileNotFoundError(f"data folder {folder} holds no {'/'.join(FILE_SUFFIXES)} files")
+        return files
+    files = set()
+    for pattern in patterns:
+        matched = [p for p in folder.glob(str(pattern)) if visible(p)]
+        if not matched:
+            raise FileNotFoundError(f"data.files pattern {str(pattern)!r} matches no data file "
+                                    f"under {folder}")
+        files.update(matched)
+    return sorted(files)
+
+
+def read_records(path: str | Path, required: Iterable[str] = (),
+                 files: Iterable[str] | None = None) -> list[dict]:
+    """Every record of a file, or of the data files under a folder (see `data_files`)."""
     path = Path(path).expanduser()
     if path.is_file():
-        return _read_file(path)
+        return _read_file(path, required)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in FILE_SUFFIXES and p.is_file()
-                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
-        if not files:
-            raise FileNotFoundError(f"data folder {path} holds no {'/'.join(FILE_SUFFIXES)} files")
-        return [rec for f in files for rec in _read_file(f)]
+        return [rec for f in data_files(path, files) for rec in _read_file(f, required)]
     raise FileNotFoundError(f"data.local_path={str(path)!r} does not exist")
 
 
-def _records_of(cfg: Mapping[str, Any]) -> list[dict]:
-    source = cfg.get("source")
+def _records_of(cfg: Mapping[str, Any], required: tuple[str, ...]) -> list[dict]:
+    source, files = cfg.get("source"), cfg.get("files")
+    files = None if files is None else list(files)
     if cfg.get("local_path"):
-        return read_records(cfg["local_path"])
+        return read_records(cfg["local_path"], required, files)
     if source == "local":
         raise ValueError(f"data {cfg.get('name')!r}: source 'local' needs data.local_path")
     if source == "hub":
@@ -74,28 +130,30 @@ def _records_of(cfg: Mapping[str, Any]) -> list[dict]:
         snapshot = resolve_hub_snapshot(str(cfg["hub_id"]), repo_type="dataset",
                                         override_key="data.local_path",
                                         revision=cfg.get("revision"))
-        return read_records(snapshot)
+        return read_records(snapshot, required, files)
     raise ValueError(f"data {cfg.get('name')!r}: unknown source {source!r}; "
                      "choose micro, hub or local")
 
 
-def _to_dataset(records: list[dict], cfg: Mapping[str, Any]):
+def _to_dataset(records: list[dict], cfg: Mapping[str, Any], schema: str):
+    """Training rows: the schema's conversion, then the chat prompt."""
     from datasets import Dataset
 
-    suffix, system = cfg.get("prompt_suffix"), cfg.get("system_prompt")
-    rows = []
-    for rec in records:
-        # Reference solutions (DeepMath's r1_solution_1..3, several KB each) are not needed
-        # for RLVR and would only ride along in every batch: dropped.
-        row = {k: v for k, v in rec.items() if k != "prompt" and not k.startswith("r1_solution")}
-        row["final_answer"] = str(rec["final_answer"])
-        row["prompt"] = chat_prompt(str(rec["question"]), suffix, system)
-        rows.append(row)
+    # Reference solutions (DeepMath's r1_solution_1..3, several KB each) are not needed
+    # for RLVR and would only ride along in every batch: dropped, as is a raw "prompt".
+    kept = [{k: v for k, v in rec.items() if k != "prompt" and not k.startswith("r1_solution")}
+            for rec in records]
+    rows = to_rlvr_rows(schema, kept, suffix=cfg.get("prompt_suffix"),
+                        where=f"data {cfg.get('name')!r}")
+    for row in rows:
+        row["prompt"] = chat_prompt(row.pop("prompt_text"), "", cfg.get("system_prompt"))
     return Dataset.from_list(rows)
 
 
 def load_data(cfg: Mapping[str, Any]):
     """(train, test) `datasets.Dataset`s for a `data` config (conf/data/*.yaml or a dict)."""
+    schema = str(cfg.get("schema") or DEFAULT_SCHEMA)
+    required = get_schema(schema).required     # an unknown schema fails before any reading
     seed = int(cfg.get("seed", 0))
     test_size = int(cfg.get("test_size") or 0)
     train_size = cfg.get("train_size")
@@ -110,7 +168,7 @@ def load_data(cfg: Mapping[str, Any]):
     else:
         import random
 
-        records = _records_of(cfg)
+        records = _records_of(cfg, required)
         # A single-split source (DeepMath-103K): hold out `test_size` records, seeded.
         order = list(range(len(records)))
         random.Random(seed).shuffle(order)
@@ -121,4 +179,4 @@ def load_data(cfg: Mapping[str, Any]):
         train = [records[i] for i in order[test_size:]]
         if train_size is not None:
             train = train[:int(train_size)]
-    return _to_dataset(train, cfg), _to_dataset(test, cfg)
+    return _to_dataset(train, cfg, schema), _to_dataset(test, cfg, schema)

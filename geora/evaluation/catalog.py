@@ -43,6 +43,9 @@ class TaskInfo:
     subtask_pattern: str | None = None
     # Other "metric,filter" keys of the same lm-eval results to record beside the headline.
     extra_metrics: tuple[str, ...] = ()
+    # Scored by log-likelihoods of the options, not by a generated answer: lm-eval refuses
+    # such tasks in thinking mode.
+    loglikelihood: bool = False
 
 
 def _math(name, label, hub_id, split, config=None):
@@ -60,12 +63,13 @@ CATALOG: dict[str, TaskInfo] = {t.name: t for t in (
     TaskInfo("mbpp", "MBPP", "geora_mbpp", AVG, "google-research-datasets/mbpp", "full",
              {"test": "mbpp.jsonl"}, sampled=True, runs_code=True, extra_metrics=PASS),
     TaskInfo("mmlu", "MMLU", "mmlu", "acc,none", "cais/mmlu", None,
-             {"test": "mmlu.jsonl"}, subtask_column="subject", subtask_pattern="mmlu_{}"),
+             {"test": "mmlu.jsonl"}, subtask_column="subject", subtask_pattern="mmlu_{}",
+             loglikelihood=True),
     TaskInfo("ifeval", "IFEval", "ifeval", "prompt_level_strict_acc,none", "google/IFEval",
              None, {"train": "ifeval.jsonl"}, extra_metrics=IFEVAL_READINGS),
     TaskInfo("medqa", "MedQA", "medqa_4options", "acc,none",
              "GBaker/MedQA-USMLE-4-options-hf", None, {"test": "medqa.jsonl"},
-             extra_metrics=("acc_norm,none",)),
+             extra_metrics=("acc_norm,none",), loglikelihood=True),
     TaskInfo("micro_math", "micro math", "geora_micro_math", AVG),
     TaskInfo("micro_reverse", "micro reverse", "geora_micro_reverse", AVG),
     TaskInfo("micro_sort", "micro sort", "geora_micro_sort", AVG),

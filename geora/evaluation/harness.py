@@ -9,7 +9,8 @@ Three ways in, one way out:
 - `run_lm(lm, model_args, settings, out_dir)`: the shared core (also takes any lm-eval LM,
   e.g. a scripted one in the tests).
 Each returns {task: score in percent} and writes `eval_results.json` (SUMMARY_FILE: the
-scores, lm-eval's raw results, settings, versions) and, with log_samples,
+scores, the other readings of each task as `extra_scores` (e.g. IFEval's four, pass@k of
+the sampled tasks), lm-eval's raw results, settings, versions) and, with log_samples,
 `samples_<task>.jsonl` (one line per item: prompt, completions, score) into out_dir. The
 name is not results.json, which in a run folder is the run's own record.
 """
@@ -44,30 +45,42 @@ def _sample_line(s: dict[str, Any]) -> dict[str, Any]:
     return line
 
 
+def _percent(results: Mapping[str, Any], name: str, lm_names: list[str], metric: str) -> float:
+    """`metric` of the lm-eval task(s) behind catalogue task `name`, in percent: the one
+    task's value, or the size-weighted mean over several (MMLU subjects from a local file:
+    the same micro-average lm-eval's mmlu group reports)."""
+    values, weights = [], []
+    for lm_name in lm_names:
+        row = results["results"].get(lm_name, {})
+        if row.get(metric) in (None, "N/A"):
+            raise KeyError(f"lm-eval returned no {metric!r} for {lm_name!r} (task "
+                           f"{name!r}); it has {sorted(row)}")
+        values.append(float(row[metric]))
+        weights.append((results.get("n-samples") or {}).get(lm_name, {}).get("effective", 1))
+    return 100.0 * sum(v * w for v, w in zip(values, weights)) / sum(weights)
+
+
 def scores_from_results(results: Mapping[str, Any], sources: Mapping[str, list[str]]
                         ) -> dict[str, float]:
-    """{task: headline metric in percent} from lm-eval's results dict: the metric of the one
-    lm-eval task (or group) behind it, or the size-weighted mean over several (MMLU
-    subjects from a local file: the same micro-average lm-eval's mmlu group reports)."""
-    out = {}
-    for name, lm_names in sources.items():
-        metric = task_info(name).metric
-        values, weights = [], []
-        for lm_name in lm_names:
-            row = results["results"].get(lm_name, {})
-            if row.get(metric) in (None, "N/A"):
-                raise KeyError(f"lm-eval returned no {metric!r} for {lm_name!r} (task "
-                               f"{name!r}); it has {sorted(row)}")
-            values.append(float(row[metric]))
-            n = (results.get("n-samples") or {}).get(lm_name, {}).get("effective", 1)
-            weights.append(n)
-        out[name] = 100.0 * sum(v * w for v, w in zip(values, weights)) / sum(weights)
-    return out
+    """{task: headline metric in percent} from lm-eval's results dict (see `_percent`)."""
+    return {name: _percent(results, name, lm_names, task_info(name).metric)
+            for name, lm_names in sources.items()}
+
+
+def extra_scores_from_results(results: Mapping[str, Any], sources: Mapping[str, list[str]]
+                              ) -> dict[str, dict[str, float]]:
+    """{task: {"metric,filter": percent}} of each task's other readings (TaskInfo
+    .extra_metrics: IFEval's instruction-level and loose accuracies, pass@k of the sampled
+    tasks, MedQA's acc_norm), read as the headline is."""
+    return {name: {metric: _percent(results, name, lm_names, metric)
+                   for metric in task_info(name).extra_metrics}
+            for name, lm_names in sources.items() if task_info(name).extra_metrics}
 
 
 def write_results(out_dir: str | Path, settings: EvalSettings, results: Mapping[str, Any],
                   scores: dict[str, float], model_desc: Mapping[str, Any],
-                  wall_s: float) -> Path:
+                  wall_s: float, extra_scores: Mapping[str, Mapping[str, float]] | None = None
+                  ) -> Path:
     """Write samples_<task>.jsonl (with log_samples) then SUMMARY_FILE, each atomically."""
     out_dir = Path(out_dir)
     samples = results.get("samples") or {}
@@ -81,6 +94,7 @@ def write_results(out_dir: str | Path, settings: EvalSettings, results: Mapping[
     in_domain = {t: scores[t] for t in settings.tasks if t in settings.in_domain}
     summary = {
         "scores": scores,  # percent, as the paper reports
+        "extra_scores": dict(extra_scores or {}),  # {task: {"metric,filter": percent}}
         "in_domain": in_domain,
         "out_of_domain": {t: s for t, s in scores.items() if t not in in_domain},
         "labels": {t: task_info(t).label for t in settings.tasks},
@@ -155,16 +169,24 @@ def run_lm(lm: Any, model_args: Mapping[str, Any] | None, eval_cfg: Any,
     scores = scores_from_results(results, sources)
     if out_dir is not None:
         write_results(out_dir, settings, results, scores, model_desc or {},
-                      time.perf_counter() - t0)
+                      time.perf_counter() - t0, extra_scores_from_results(results, sources))
     return scores
 
 
 def _thinking_args(settings: EvalSettings) -> dict[str, Any]:
+    """lm-eval's chat-mode arguments: enable_thinking for the template, and with thinking on
+    the end-of-thinking marker (default: the one the training rewards cut at), so that only
+    the answer is scored."""
+    from geora.training.rewards import THINK_END
+
     args = {}
     if settings.enable_thinking is not None:
         args["enable_thinking"] = bool(settings.enable_thinking)
-    if settings.think_end_token is not None:
-        args["think_end_token"] = settings.think_end_token
+    think_end = settings.think_end_token
+    if think_end is None and settings.enable_thinking:
+        think_end = THINK_END
+    if think_end is not None:
+        args["think_end_token"] = think_end
     return args
 
 

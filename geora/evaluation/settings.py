@@ -4,7 +4,16 @@ Schema (every key documented in conf/eval/micro.yaml):
     name, tasks, in_domain, backend (hf | vllm), batch_size, limit, data_dir,
     apply_chat_template, gen_kwargs, repeats, max_gen_toks, allow_code_execution,
     trust_remote_code, log_samples, seed, enable_thinking, think_end_token, num_threads
-The training code reads only `tasks` (empty: no evaluation).
+`repeats` is one k for every sampled task or a {task: k} mapping (tasks not named keep
+their own k). The training code reads only `tasks` (empty: no evaluation).
+
+>>> s = EvalSettings.from_config({"tasks": ["aime24", "math500"], "repeats": {"math500": 2}})
+>>> s.repeats_for("math500"), s.repeats_for("aime24")
+(2, None)
+>>> EvalSettings.from_config({"tasks": ["mmlu"], "enable_thinking": True})
+Traceback (most recent call last):
+...
+ValueError: eval.tasks has mmlu, scored by log-likelihood, which lm-eval refuses in thinking mode (eval.enable_thinking=True, from model.enable_thinking) (eval config 'custom'); evaluate it with thinking off or drop it from eval.tasks
 """
 from __future__ import annotations
 
@@ -15,6 +24,28 @@ from typing import Any, Mapping
 from geora.evaluation.catalog import task_info
 
 BACKENDS = ("hf", "vllm")
+
+
+def _int_at_least(key: str, v: Any, lo: int, where: str) -> int | None:
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                          or int(v) != v or int(v) < lo):
+        raise ValueError(f"eval.{key}={v!r} {where}: expected an integer >= {lo} or null")
+    return None if v is None else int(v)
+
+
+def _repeats(v: Any, where: str) -> int | dict[str, int] | None:
+    """One k, or {task: k} for sampled catalogue tasks."""
+    if not isinstance(v, Mapping):
+        return _int_at_least("repeats", v, 1, where)
+    out = {}
+    for task, k in v.items():
+        info = task_info(str(task))
+        if not info.sampled:
+            raise ValueError(f"eval.repeats.{task}={k!r} {where}: {task} takes one sample per "
+                             f"item (sampled tasks: aime24, aime25, math500, olymmath, humaneval, "
+                             f"mbpp)")
+        out[str(task)] = _int_at_least(f"repeats.{task}", k, 1, where)
+    return out
 
 
 @dataclass(frozen=True)
@@ -28,7 +59,7 @@ class EvalSettings:
     data_dir: str | None = None
     apply_chat_template: bool = True
     gen_kwargs: dict[str, Any] = field(default_factory=dict)
-    repeats: int | None = None
+    repeats: int | dict[str, int] | None = None   # one k, or {task: k}; None: each task's own
     max_gen_toks: int | None = None
     allow_code_execution: bool = False
     trust_remote_code: bool = False
@@ -37,6 +68,13 @@ class EvalSettings:
     enable_thinking: bool | None = None   # Qwen3 chat templates; None = the template's default
     think_end_token: str | None = None    # e.g. "</think>": score only what follows it
     num_threads: int | None = None        # torch CPU threads during the evaluation; None = as is
+
+    def repeats_for(self, task: str) -> int | None:
+        """The k of a sampled task: eval.repeats (for all, or this task's entry) or None
+        (the task's own)."""
+        if isinstance(self.repeats, dict):
+            return self.repeats.get(task)
+        return self.repeats
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | "EvalSettings") -> "EvalSettings":
@@ -60,13 +98,21 @@ class EvalSettings:
         backend = str(raw.get("backend", "hf"))
         if backend not in BACKENDS:
             raise ValueError(f"eval.backend={backend!r} {where}; choose one of {BACKENDS}")
-        ints = {}
-        for key, lo in (("batch_size", 1), ("limit", 1), ("repeats", 1), ("max_gen_toks", 1),
-                        ("num_threads", 1)):
-            v = raw.get(key, getattr(cls, key, None))
-            if v is not None and (isinstance(v, bool) or int(v) != v or int(v) < lo):
-                raise ValueError(f"eval.{key}={v!r} {where}: expected an integer >= {lo} or null")
-            ints[key] = None if v is None else int(v)
+        ints = {key: _int_at_least(key, raw.get(key, getattr(cls, key, None)), 1, where)
+                for key in ("batch_size", "limit", "max_gen_toks", "num_threads")}
+        repeats = _repeats(raw.get("repeats"), where)
+        thinking = raw.get("enable_thinking")
+        if thinking is not None and not isinstance(thinking, bool):
+            raise ValueError(f"eval.enable_thinking={thinking!r} {where}: expected true, false "
+                             f"or null")
+        if thinking:
+            scored = [t for t in tasks if task_info(t).loglikelihood]
+            if scored:
+                raise ValueError(
+                    f"eval.tasks has {', '.join(scored)}, scored by log-likelihood, which lm-eval "
+                    f"refuses in thinking mode (eval.enable_thinking=True, from "
+                    f"model.enable_thinking) {where}; evaluate it with thinking off or drop it "
+                    f"from eval.tasks")
         data_dir = raw.get("data_dir")
         if data_dir is not None:
             data_dir = str(Path(str(data_dir)).expanduser().resolve())
@@ -76,15 +122,16 @@ class EvalSettings:
         return cls(name=name, tasks=tasks, in_domain=in_domain, backend=backend,
                    batch_size=ints["batch_size"] or 1, limit=ints["limit"], data_dir=data_dir,
                    apply_chat_template=bool(raw.get("apply_chat_template", True)),
-                   gen_kwargs=gen_kwargs, repeats=ints["repeats"],
+                   gen_kwargs=gen_kwargs, repeats=repeats,
                    max_gen_toks=ints["max_gen_toks"],
                    allow_code_execution=bool(raw.get("allow_code_execution", False)),
                    trust_remote_code=bool(raw.get("trust_remote_code", False)),
                    log_samples=bool(raw.get("log_samples", True)), seed=int(raw.get("seed", 0)),
-                   enable_thinking=raw.get("enable_thinking"),
+                   enable_thinking=thinking,
                    think_end_token=raw.get("think_end_token"),
                    num_threads=ints["num_threads"])
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple)
+                         else dict(v) if isinstance(v, dict) else v)
                 for f in fields(self)}

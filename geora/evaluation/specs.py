@@ -18,9 +18,10 @@ from typing import Any
 from geora.evaluation.catalog import TaskInfo, task_info
 from geora.evaluation.execution import ALLOW_ENV, CodeExecutionRefused
 from geora.evaluation.settings import EvalSettings
+from geora.models import HubUnavailableError
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(HubUnavailableError):
     """A hub data set is neither cached nor reachable, and no local file replaces it."""
 
 
@@ -104,8 +105,8 @@ def build_specs(settings: EvalSettings, known_tasks: set[str] | None = None
     for name in settings.tasks:
         info = task_info(name)
         overrides: dict[str, Any] = {}
-        if settings.repeats is not None and info.sampled:
-            overrides["repeats"] = settings.repeats
+        if settings.repeats_for(name) is not None and info.sampled:
+            overrides["repeats"] = settings.repeats_for(name)
         members: list[dict[str, Any]] | list[str]
         if info.hub_id is None:  # generated (micro): no data to find
             members = [{"task": info.lm_task, **overrides}]

@@ -44,6 +44,11 @@ class MethodKind:
 
     name: ClassVar[str]
     has_lora_form: ClassVar[bool] = True   # export_lora can write a plain PEFT LoRA
+    # The optimizer steps the model's own weight tensors (not fp32 adapters or deltas). In a
+    # 16-bit model such steps round away (bf16: w + 1e-6 == w for every |w| >= 1e-3), so the
+    # training pipeline loads the model in fp32 (master weights) and lets train.bf16=true
+    # compute in bf16 by autocast.
+    needs_fp32_master_weights: ClassVar[bool] = False
 
     # -------------------------------------------------------------------- prepare
     def resolve_targets(self, model: nn.Module, target_modules: Any,

@@ -31,6 +31,7 @@ def _snapshot(model, names: list[str]) -> dict[str, torch.Tensor]:
 class FullKind(MethodKind):
     name = "full"
     has_lora_form = False
+    needs_fp32_master_weights = True
 
     def resolve_targets(self, model, target_modules, rank):
         return surgery.hidden_linear_names(model)

@@ -94,7 +94,18 @@ NUMERIC_SETTINGS: dict[str, Range] = {
 }
 
 
+# Settings that may be given once or per chat mode ({thinking: ..., no_thinking: ...}).
+PER_CHAT_MODE = ("train.max_completion_length",)
+
+
 def check_value(key: str, value: Any, valid: Range) -> None:
+    if key in PER_CHAT_MODE and hasattr(value, "items"):
+        from geora.models import CHAT_MODES, for_chat_mode
+
+        for_chat_mode(value, False, key)   # the two modes, and nothing else
+        for mode in CHAT_MODES:
+            check_value(f"{key}.{mode}", value[mode], valid)
+        return
     if not valid.accepts(value):
         raise ValueError(f"{key}={value!r}: expected {valid.describe()}")
 
@@ -121,3 +132,42 @@ def check_config(cfg) -> None:
             torch_dtype(str(cfg.model.get("dtype", "float32")))
         except ValueError as e:
             raise ValueError(f"model.dtype: {e}") from None
+
+
+def trains(cfg) -> bool:
+    """False for the `base` pseudo-method (conf/method/base.yaml: method.trains=false), whose
+    job evaluates the untrained model and trains nothing."""
+    return bool(cfg.method.get("trains", True))
+
+
+def check_run_inputs(cfg, device: str) -> None:
+    """What a run needs, checked before anything is written or loaded, each failure one line
+    naming the setting: one chat mode (eval.enable_thinking = model.enable_thinking), the
+    evaluation's tasks (code execution allowed, local files present, hub data cached or the
+    hub reachable: geora.evaluation.build_specs), and for a training run the rewards (known,
+    code execution allowed) and bf16 on a GPU only. The data's columns are checked once it
+    is loaded (pipeline.start, `check_reward_columns`)."""
+    from geora.evaluation import EvalSettings, build_specs
+    from geora.training.rewards import check_code_execution_allowed, get_rewards
+
+    settings = EvalSettings.from_config(cfg.eval)
+    if not trains(cfg) and not settings.tasks:
+        raise ValueError(f"method={cfg.method.name} only evaluates the untrained model, but "
+                         f"eval={cfg.eval.get('name')} has no tasks; choose an eval config")
+    if settings.tasks:
+        thinking = cfg.model.get("enable_thinking")
+        if settings.enable_thinking != thinking:
+            raise ValueError(
+                f"eval.enable_thinking={settings.enable_thinking} but model.enable_thinking="
+                f"{thinking}: the model would be trained in one chat mode and evaluated in "
+                f"another; set model.enable_thinking (eval.enable_thinking follows it)")
+        build_specs(settings)
+    if not trains(cfg):
+        return
+    names = list(cfg.train.rewards)
+    get_rewards(names)   # unknown names fail here, naming the registry
+    check_code_execution_allowed(names, bool(cfg.train.get("allow_code_execution", False)))
+    if device == "cpu" and cfg.train.get("bf16"):
+        raise ValueError("train.bf16=true on device=cpu: TRL's bf16 path fails on the cpu; "
+                         "set train.bf16=false (or run on a GPU)")
+

@@ -50,9 +50,13 @@ def check_vllm(train: Mapping[str, Any]) -> None:
 
 
 def grpo_config(train: Mapping[str, Any], *, output_dir: str, seed: int, device: str,
-                report_to: list[str], world_size: int = 1):
-    """A trl.GRPOConfig from the `train` config group (conf/train/*.yaml)."""
+                report_to: list[str], world_size: int = 1, enable_thinking: bool | None = None):
+    """A trl.GRPOConfig from the `train` config group (conf/train/*.yaml) and the model's
+    chat mode (model.enable_thinking: TRL renders every rollout prompt with it, as the
+    evaluation does; it also picks train.max_completion_length when that is per mode)."""
     from trl import GRPOConfig
+
+    from geora.models import chat_template_kwargs, for_chat_mode
 
     check_vllm(train)
     on_cpu = str(device) == "cpu"
@@ -70,7 +74,9 @@ def grpo_config(train: Mapping[str, Any], *, output_dir: str, seed: int, device:
         num_generations=int(train["num_generations"]),
         per_device_train_batch_size=per_device_batch(train, world_size),
         gradient_accumulation_steps=int(train["gradient_accumulation_steps"]),
-        max_completion_length=int(train["max_completion_length"]),
+        max_completion_length=int(for_chat_mode(train["max_completion_length"], enable_thinking,
+                                                "train.max_completion_length")),
+        chat_template_kwargs=chat_template_kwargs({"enable_thinking": enable_thinking}) or None,
         temperature=float(train["temperature"]),
         top_p=float(train.get("top_p", 1.0)),
         beta=float(train["beta"]),
@@ -167,14 +173,17 @@ class JsonlLogCallback(TrainerCallback):
 
 
 def build_trainer(model, tokenizer, train_dataset, train: Mapping[str, Any], *, output_dir: str,
-                  seed: int, device: str, report_to: list[str], callbacks=()):
+                  seed: int, device: str, report_to: list[str], callbacks=(),
+                  enable_thinking: bool | None = None):
     """GRPOTrainer on an already-prepared model (see the module docstring for why no
-    peft_config), with the callbacks the method's kind needs (e.g. AdaLoRA's budget)."""
+    peft_config), with the callbacks the method's kind needs (e.g. AdaLoRA's budget), its
+    rollouts rendered in the model's chat mode (`enable_thinking`, see grpo_config)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import GRPOTrainer
 
     args = grpo_config(train, output_dir=output_dir, seed=seed, device=device,
-                       report_to=report_to, world_size=process_count())
+                       report_to=report_to, world_size=process_count(),
+                       enable_thinking=enable_thinking)
     trainer = GRPOTrainer(model=model, reward_funcs=get_rewards(train["rewards"]), args=args,
                           train_dataset=train_dataset, processing_class=tokenizer,
                           callbacks=list(callbacks) + kind_of(model).trainer_callbacks(model))

@@ -1,8 +1,13 @@
 """One RLVR experiment, config in, metrics out: `train(cfg, run_dir) -> results dict`.
 
-    check config -> open the run folder -> load model + data -> evaluate before
-    -> geora.prepare_model(method) -> GRPO (TRL) -> save adapter + export -> evaluate after
-    -> analyse -> results.json
+    check config and inputs -> load data -> open the run folder -> load model -> evaluate
+    before -> geora.prepare_model(method) -> GRPO (TRL) -> save adapter + export -> evaluate
+    after -> analyse -> results.json
+
+The `base` pseudo-method (conf/method/base.yaml, method.trains=false) stops after loading
+the model: it evaluates the untrained model once and writes its record (the Base row).
+Everything a run needs is checked before its folder is touched (checks.check_run_inputs,
+then the data's columns), so bad input leaves nothing but run.py's failure record.
 
 `run.py` wraps this in @hydra.main; tests call it directly with a composed config. The run
 folder (rundir.RunFolder) is the only code that knows the layout. Its life cycle: a new
@@ -24,7 +29,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from geora.distributed import is_main_process, process_rank
-from geora.training.checks import check_config
+from geora.training.checks import check_config, check_run_inputs, trains
 from geora.training.rundir import AFTER, BEFORE, RunExistsError, RunFolder, env_info
 
 log = logging.getLogger(__name__)
@@ -53,18 +58,23 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
 
 
+def refuse_finished(cfg: DictConfig, run: RunFolder) -> None:
+    """RunExistsError for a finished run the config does not overwrite (reads only)."""
+    if cfg.train.resume not in RESUME_MODES:
+        raise ValueError(f"train.resume={cfg.train.resume!r}: choose auto or never")
+    if run.state() == "finished" and not cfg.train.overwrite:
+        raise RunExistsError(
+            f"{run.path} holds a finished run (results.json). Refusing to overwrite it: pass "
+            f"train.overwrite=true to start again, or choose another run_name / hydra.run.dir")
+
+
 def prepare_run_dir(cfg: DictConfig, run_dir: str | Path | RunFolder) -> str | None:
     """Checks the folder's state against the config; returns the checkpoint to resume or None.
 
     Raises RunExistsError for a finished run (no overwrite) or a config that changed."""
     run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
-    if cfg.train.resume not in RESUME_MODES:
-        raise ValueError(f"train.resume={cfg.train.resume!r}: choose auto or never")
+    refuse_finished(cfg, run)
     state = run.state()
-    if state == "finished" and not cfg.train.overwrite:
-        raise RunExistsError(
-            f"{run.path} holds a finished run (results.json). Refusing to overwrite it: pass "
-            f"train.overwrite=true to start again, or choose another run_name / hydra.run.dir")
     if state != "new" and (state == "finished" or cfg.train.overwrite):
         run.clear()
         state = "new"
@@ -138,17 +148,36 @@ class Run:
 
 
 # ------------------------------------------------------------------------------ steps
+def load_train_data(cfg: DictConfig):
+    """The training split of cfg.data, checked against the rewards: every column they read
+    present, and the code runner working for each test format the data uses."""
+    from geora.data.loaders import load_data
+    from geora.training.rewards import check_code_execution_allowed, check_reward_columns
+
+    data, _held_out = load_data(cfg.data)
+    names = list(cfg.train.rewards)
+    check_reward_columns(names, data.column_names, str(cfg.data.name))
+    if "test_format" in data.column_names:   # (code execution was allowed by check_run_inputs)
+        check_code_execution_allowed(names, True, test_formats=set(data["test_format"]))
+    return data
+
+
 def start(cfg: DictConfig, run_dir, overrides: list[str] | None) -> Run:
-    """Check the config, resolve the device, open (or resume) the run folder."""
+    """Check the config and the run's inputs, load the training data, then open (or resume)
+    the run folder: a failed check writes nothing here."""
     from geora.models import resolve_device
 
     check_config(cfg)
-    folder = RunFolder(run_dir)
-    folder.path.mkdir(parents=True, exist_ok=True)
     device = resolve_device(str(cfg.device))
+    check_run_inputs(cfg, device)
     if device == "cpu" and cfg.get("cpu_threads"):
         torch.set_num_threads(int(cfg.cpu_threads))
-    run = Run(cfg, folder, device, resume_from=prepare_run_dir(cfg, folder))
+    folder = RunFolder(run_dir)
+    refuse_finished(cfg, folder)   # before the data is read for nothing
+    train_data = load_train_data(cfg) if trains(cfg) else None
+    folder.path.mkdir(parents=True, exist_ok=True)
+    run = Run(cfg, folder, device, resume_from=prepare_run_dir(cfg, folder),
+              train_data=train_data)
     if overrides is not None:
         folder.write_overrides(overrides)
     if cfg.logger.get("mode"):
@@ -158,17 +187,33 @@ def start(cfg: DictConfig, run_dir, overrides: list[str] | None) -> Run:
     return run
 
 
+def load_dtype(cfg: DictConfig) -> str:
+    """The dtype the model is loaded in: model.dtype, but float32 when the method's kind
+    steps the model's own weights (fullft: MethodKind.needs_fp32_master_weights) and
+    model.dtype is 16-bit. Those fp32 weights are the master weights; train.bf16=true (the
+    GPU default) computes forward and backward in bf16 by autocast, and the saved model and
+    the evaluation after training keep fp32."""
+    from geora.methods import get_method
+    from geora.models import torch_dtype
+
+    dtype = str(cfg.model.get("dtype", "float32"))
+    if (trains(cfg) and get_method(str(cfg.method.name)).kind.needs_fp32_master_weights
+            and torch_dtype(dtype).itemsize < 4):
+        log.info("%s steps the model's own weights: loading %s in float32 (master weights) "
+                 "instead of %s", cfg.method.name, cfg.model.name, dtype)
+        return "float32"
+    return dtype
+
+
 def load(run: Run) -> None:
-    """Seeded load of the model, tokenizer and training data."""
+    """Seeded load of the model and tokenizer (in `load_dtype`)."""
     from transformers import set_seed
 
-    from geora.data.loaders import load_data
     from geora.models import load_model
 
     cfg = run.cfg
     set_seed(int(cfg.seed))
-    run.model, run.tokenizer = load_model(cfg.model, device=run.device)
-    run.train_data, _test = load_data(cfg.data)
+    run.model, run.tokenizer = load_model(cfg.model, device=run.device, dtype=load_dtype(cfg))
 
 
 def evaluate(run: Run, name: str) -> dict[str, float]:
@@ -192,6 +237,15 @@ def evaluate_before(run: Run) -> None:
         run.eval_before = evaluate(run, BEFORE)
 
 
+def evaluate_base(run: Run) -> dict:
+    """The `base` job: the untrained model's evaluation (evals/before/), once per model and
+    evaluation set; its record has train null and eval = eval_before = those scores."""
+    if not is_main_process():
+        return {"status": "finished", "rank": process_rank()}
+    run.eval_before = run.eval_after = evaluate(run, BEFORE)
+    return write_results(run, None)
+
+
 def prepare(run: Run) -> None:
     """Deterministic preparation (seeded SVDs / masks): a resumed run rebuilds the same W_res."""
     import geora
@@ -211,7 +265,8 @@ def grpo(run: Run) -> dict:
     trainer = build_trainer(run.model, run.tokenizer, run.train_data, cfg.train,
                             output_dir=str(run.folder.checkpoints), seed=int(cfg.seed),
                             device=run.device, report_to=list(cfg.logger.report_to),
-                            callbacks=[JsonlLogCallback(run.folder.log), stats])
+                            callbacks=[JsonlLogCallback(run.folder.log), stats],
+                            enable_thinking=cfg.model.get("enable_thinking"))
     out = trainer.train(resume_from_checkpoint=run.resume_from)
     run.model = trainer.model
     unchanged = frozen_unchanged(run.model, run.frozen) if run.frozen is not None else None
@@ -248,15 +303,17 @@ def analyse(run: Run) -> None:
     puts in run.analysis goes to results.json under "analysis")."""
 
 
-def write_results(run: Run, train_record: dict) -> dict:
+def write_results(run: Run, train_record: dict | None) -> dict:
+    """results.json; `train_record` None for the base model (nothing trained or saved)."""
     cfg = run.cfg
+    trained = train_record is not None
     results = {
         "status": "finished",
         "method": str(cfg.method.name), "model": str(cfg.model.name), "data": str(cfg.data.name),
         "seed": int(cfg.seed), "run_dir": str(run.folder.path),
         "train": train_record,
         "eval_before": run.eval_before or {}, "eval": run.eval_after,
-        "adapter": RunFolder.ADAPTER, "export": run.export,
+        "adapter": RunFolder.ADAPTER if trained else None, "export": run.export if trained else None,
         **({"analysis": run.analysis} if run.analysis else {}),
         "time_s": time.time() - run.started,
         "env": env_info(run.device),
@@ -270,6 +327,8 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
     `overrides` (the command line's, from run.py) are kept in overrides.yaml."""
     run = start(cfg, run_dir, overrides)
     load(run)
+    if not trains(cfg):
+        return evaluate_base(run)
     # Under `accelerate launch` every process runs this function; only the main one
     # evaluates and writes the run's files (the Trainer itself saves checkpoints once).
     evaluate_before(run)

@@ -15,7 +15,9 @@ length (geora.data.schemas makes them). None marks a sample the reward could not
   train.allow_code_execution=true: the pipeline calls `check_code_execution_allowed` at start.
 - format: shaping, one trailing \\boxed{}.
 
-With Qwen3 in thinking mode, choice and code read only what follows the last </think>.
+Every reward reads only the answer (`answer_part`): with Qwen3 in thinking mode
+(model.enable_thinking=true) the text after the last </think>; a completion still inside
+<think> has given no answer and scores 0. The evaluation reads its completions the same way.
 
     >>> accuracy_reward([r"so \\boxed{12}", "no answer"], final_answer=["12", "12"])
     [1.0, 0.0]
@@ -47,15 +49,19 @@ def completion_text(completion) -> str:
 
 
 def accuracy_reward(completions: list, final_answer: list, **_) -> list[float]:
-    """1.0 when the completion's last \\boxed{} equals `final_answer` (math-verify), else 0.0.
+    """1.0 when the answer's last \\boxed{} equals `final_answer` (math-verify), else 0.0;
+    a box inside the thinking does not count.
 
     >>> accuracy_reward([[{"role": "assistant", "content": r"\\boxed{0.5}"}]], final_answer=["1/2"])
     [1.0]
+    >>> accuracy_reward([r"<think>\\boxed{3}</think> \\boxed{4}", r"<think>\\boxed{4}"],
+    ...                 final_answer=["4", "4"])
+    [1.0, 0.0]
     """
     if len(completions) != len(final_answer):
         raise ValueError(f"accuracy_reward: {len(completions)} completions but "
                          f"{len(final_answer)} final_answer values")
-    return [1.0 if is_correct(str(g), completion_text(c)) else 0.0
+    return [1.0 if is_correct(str(g), answer_part(completion_text(c))) else 0.0
             for c, g in zip(completions, final_answer)]
 
 
@@ -73,19 +79,26 @@ def format_reward(completions: list, **_) -> list[float]:
     """
     out = []
     for c in completions:
-        text = completion_text(c)
+        text = answer_part(completion_text(c))
         ok = (text.count("\\boxed{") == 1 and bool(_TRAILING_BOXED.search(text))
               and bool(last_boxed(text)))
         out.append(1.0 if ok else 0.0)
     return out
 
 
+THINK_START, THINK_END = "<think>", "</think>"   # Qwen3's thinking block (plain tokens)
+
+
 def answer_part(text: str) -> str:
     """What follows the thinking: the text after the last </think>; "" while a <think> is
-    still open (a completion cut off mid-thought has given no answer); else all of it."""
-    if "</think>" in text:
-        return text[text.rfind("</think>") + len("</think>"):]
-    return "" if "<think>" in text else text
+    still open (a completion cut off mid-thought has given no answer); else all of it.
+
+    >>> answer_part("<think>so 4</think> It is 4."), answer_part("<think>so"), answer_part("4")
+    (' It is 4.', '', '4')
+    """
+    if THINK_END in text:
+        return text[text.rfind(THINK_END) + len(THINK_END):]
+    return "" if THINK_START in text else text
 
 
 # One letter, "(B)" or "B", then nothing, or ".", ":" or ")" and the option's text; "(B) Iron"

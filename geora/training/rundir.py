@@ -13,6 +13,17 @@
           results.json       THE run record, written last: status "finished" or "failed"
           failure.json       error and traceback of a failed run
 
+The Base row of a table is a run folder too: the `base` job of a sweep (`method=base`,
+conf/method/base.yaml) evaluates the untrained model once per model and evaluation set and
+writes only config.yaml, overrides.yaml, evals/before/ and results.json, whose record is
+
+    {"status": "finished", "method": "base", "model": ..., "data": ..., "seed": ...,
+     "train": null, "eval_before": {task: percent}, "eval": {task: percent} (the same),
+     "adapter": null, "export": null, "time_s": ..., "env": ...}
+
+so `analysis.tables.collect_runs` gives it a row with method "base" (BASE_METHOD) and the
+base scores in eval.<task>; later evaluations (evals/<name>/) add to it as to any run.
+
 Each evaluation folder holds lm-eval's summary (geora.evaluation.harness.SUMMARY_FILE,
 eval_results.json) and its samples_<task>.jsonl; it is written into a temporary sibling
 and renamed into place when complete. Every file is written atomically (geora.fileio).
@@ -49,6 +60,7 @@ PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "h
 
 TRAINER_STATE = "trainer_state.json"   # the last file the Trainer writes into a checkpoint
 BEFORE, AFTER = "before", "after"       # the two evaluations a training run makes
+BASE_METHOD = "base"   # results.json "method" of a Base-row record (the untrained model)
 # Written by earlier versions: read (results of before-training evaluations, later
 # evaluations) and cleared, never written.
 LEGACY_BEFORE_SCORES = "eval_before.json"

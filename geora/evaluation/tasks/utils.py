@@ -13,6 +13,7 @@ from typing import Any
 
 from geora.answers import is_correct
 from geora.prompts import MATH_SUFFIX, user_text
+from geora.training.rewards import answer_part
 
 # The suffix after each task family's question (geora.prompts), the same as its training
 # data's `prompt_suffix` (conf/data/*.yaml; tests/test_one_source.py renders both): the
@@ -22,9 +23,12 @@ MICRO_PROMPT_SUFFIX = ""
 
 
 def _samples(results: list) -> list[str]:
-    """The k completions of one item: a list after take_first_k, a str after take_first."""
+    """The k answers of one item (a list after take_first_k, a str after take_first), each
+    read as the training rewards read a completion (geora.training.rewards.answer_part:
+    lm-eval has already cut at the last </think>; a completion still inside <think> has
+    given no answer)."""
     first = results[0]
-    return [first] if isinstance(first, str) else list(first)
+    return [answer_part(c) for c in ([first] if isinstance(first, str) else list(first))]
 
 
 def _scores(correct: list[bool]) -> dict[str, float]:
@@ -83,8 +87,8 @@ def process_micro(doc: dict, results: list) -> dict[str, float]:
 def humaneval_programs(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
     """Filter: the function's prompt + the completion up to the closing fence (as lm-eval's
     humaneval_instruct, whose generation starts inside a ```python block)."""
-    return [[doc["prompt"] + (r if "```" not in r else r[: r.find("```")]) for r in resp]
-            for resp, doc in zip(resps, docs)]
+    return [[doc["prompt"] + (r if "```" not in r else r[: r.find("```")])
+             for r in map(answer_part, resp)] for resp, doc in zip(resps, docs)]
 
 
 def _first_code_block(text: str) -> str:
@@ -100,7 +104,7 @@ def _first_code_block(text: str) -> str:
 
 
 def mbpp_programs(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
-    return [[_first_code_block(r) for r in resp] for resp in resps]
+    return [[_first_code_block(answer_part(r)) for r in resp] for resp in resps]
 
 
 def process_humaneval(doc: dict, results: list) -> dict[str, float]:
