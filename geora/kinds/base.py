@@ -85,9 +85,10 @@ class MethodKind:
                           f"geora.merge_model(model).save_pretrained(dir)")
 
     def export_residual(self, model: nn.Module, state: surgery.GeoraState, folder: Path, *,
-                        base_name: str | None = None) -> None:
+                        base_name: str | None = None) -> Path:
         """Write the residual model (transformers folder) and its initial PEFT LoRA into the
-        (empty, temporary) `folder`: what another trainer needs to start this method."""
+        (empty, temporary) `folder`: what another trainer needs to start this method.
+        Returns the model folder (where the caller copies the tokenizer)."""
         raise self.no_residual_form(state)
 
     def no_residual_form(self, state: surgery.GeoraState) -> NoResidualForm:
