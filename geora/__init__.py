@@ -6,7 +6,7 @@ baselines -> geora.linalg imports cannot cycle):
     geora_init, GeoraFactors                      # one weight -> factors (geora.init)
     available_methods, prepare_model, get_method  # the registry (geora.methods)
     save_adapter, load_adapter, export_lora,      # persistence (geora.persistence)
-    merge_model, count_parameters
+    export_residual, merge_model, count_parameters
     weight_updates, kind_of                       # method kinds (geora.kinds)
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ _EXPORTS = {
     "get_method": "geora.methods",
     "save_adapter": "geora.persistence", "load_adapter": "geora.persistence",
     "export_lora": "geora.persistence", "merge_model": "geora.persistence",
+    "export_residual": "geora.persistence",
     "count_parameters": "geora.persistence",
     "weight_updates": "geora.kinds", "kind_of": "geora.kinds",
     "mask_stats": "geora.linalg",

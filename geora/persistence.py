@@ -7,6 +7,7 @@
 >>> _ = geora.save_adapter(model, f"{out}/adapter")                  # any method
 >>> back = geora.load_adapter(tiny_model(), f"{out}/adapter")        # original base, no SVD
 >>> _ = geora.export_lora(model, f"{out}/lora")    # plain PEFT LoRA for vLLM / lm-eval
+>>> _ = geora.export_residual(model, f"{out}/res")  # W_res model + (A0, B0) LoRA: verl etc.
 >>> merged = geora.merge_model(back)                # transformers model, no adapters
 >>> sorted(p.name for p in Path(f"{out}/adapter").iterdir())
 ['adapter_on_residual', 'geora_adapter.json', 'init_factors.safetensors', 'mask_stats.json']
@@ -18,6 +19,11 @@ when the method has masks (per module and aggregated), and the kind's own files
 init_factors.safetensors, PEFT's own files, sparse_delta.safetensors, or the full
 model.safetensors. Format version 1, unchanged since the first release: folders written
 before the kinds became classes load as they are.
+
+`export_residual` (residual kind) writes a folder for other trainers: model/ (transformers,
+W_res), adapter/ (PEFT LoRA with A0, B0), geora_residual.json and mask_stats.json; after
+training elsewhere, `python -m geora.convert` turns the trained adapter back into a LoRA on
+the original model.
 """
 from __future__ import annotations
 
@@ -33,7 +39,12 @@ from geora.kinds import get_kind, prepared_state
 
 META_FILE = "geora_adapter.json"
 STATS_FILE = "mask_stats.json"
+RESIDUAL_META_FILE = "geora_residual.json"
 FORMAT_VERSION = 1
+# Everything of a model folder but its weights and the two configs save_pretrained writes:
+# the tokenizer files, chat template, license... copied as they are by export_residual.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf")
+WRITTEN_BY_SAVE = ("config.json", "generation_config.json")
 
 
 def aggregate_stats(per_module: dict) -> dict:
@@ -55,10 +66,14 @@ def save_adapter(model: nn.Module, out_dir, *, overwrite: bool = False) -> Path:
                     kind=state.kind, rank=state.rank, alpha=state.alpha, rho=state.rho,
                     targets=state.targets, options=_jsonable(state.options))
         atomic_write_json(tmp / META_FILE, meta, sort_keys=True)
-        if state.mask_stats:
-            atomic_write_json(tmp / STATS_FILE, {"aggregate": aggregate_stats(state.mask_stats),
-                                                 "modules": state.mask_stats}, sort_keys=True)
+        _write_mask_stats(tmp, state)
     return Path(out_dir)
+
+
+def _write_mask_stats(folder: Path, state: surgery.GeoraState) -> None:
+    if state.mask_stats:
+        atomic_write_json(folder / STATS_FILE, {"aggregate": aggregate_stats(state.mask_stats),
+                                                "modules": state.mask_stats}, sort_keys=True)
 
 
 def _jsonable(options: dict) -> dict:
@@ -126,6 +141,59 @@ def export_lora(model: nn.Module, out_dir, *, overwrite: bool = False) -> Path:
     with atomic_dir(out_dir, overwrite) as tmp:
         kind.export(model, state, tmp)
     return Path(out_dir)
+
+
+def export_residual(model: nn.Module, out_dir, *, source_dir=None, tokenizer=None,
+                    overwrite: bool = False) -> Path:
+    """The prepared (untrained) model for trainers that take a base model plus a PEFT
+    adapter but no custom initialisation (verl, OpenRLHF, ...):
+
+        out_dir/model/    transformers folder: W_res in the targets (the model's dtype),
+                          every other weight as loaded; config; the tokenizer files of
+                          `source_dir` copied (or `tokenizer.save_pretrained`)
+        out_dir/adapter/  PEFT LoRA: A0, B0, the same r and lora_alpha (init_lora_weights=True)
+        out_dir/geora_residual.json, mask_stats.json (methods with masks)
+
+    `AutoModelForCausalLM.from_pretrained(out/model)` + `PeftModel.from_pretrained(model,
+    out/adapter)` computes the original model (no import of geora needed). Only the residual
+    kind has this form (geora.kinds.NoResidualForm, a ValueError, before anything is
+    written); the folder is written atomically. A0, B0 are the initial factors even if the
+    model has trained since: this is the starting point of training elsewhere.
+    """
+    state = prepared_state(model)
+    kind = get_kind(state.kind)
+    if not kind.has_residual_form:
+        raise kind.no_residual_form(state)
+    out = Path(out_dir)
+    if source_dir is not None and not (Path(source_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"source_dir={str(source_dir)!r} is not a model folder (no "
+                                f"config.json)")
+    with atomic_dir(out, overwrite) as tmp:
+        model_dir = kind.export_residual(model, state, tmp,
+                                         base_name=str(out.resolve() / "model"))
+        if source_dir is not None:
+            _copy_model_files(Path(source_dir), model_dir)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(model_dir))
+        meta = dict(format="geora-residual", version=FORMAT_VERSION, method=state.method,
+                    rank=state.rank, alpha=state.alpha, rho=state.rho, targets=state.targets,
+                    options=_jsonable(state.options), model="model", adapter="adapter",
+                    original_model=None if source_dir is None else str(Path(source_dir).resolve()),
+                    dtype=str(model.get_base_model().dtype).removeprefix("torch."))
+        atomic_write_json(tmp / RESIDUAL_META_FILE, meta, sort_keys=True)
+        _write_mask_stats(tmp, state)
+    return out
+
+
+def _copy_model_files(source: Path, dest: Path) -> None:
+    """Copy the non-weight files of a model folder (tokenizer, chat template, ...)."""
+    import shutil
+
+    for path in sorted(source.iterdir()):
+        if (path.is_file() and not path.name.startswith(".")
+                and path.suffix not in WEIGHT_SUFFIXES and path.name not in WRITTEN_BY_SAVE
+                and not path.name.endswith(".index.json")):
+            shutil.copy2(path, dest / path.name)
 
 
 # ------------------------------------------------------------------------ merge / count

@@ -9,6 +9,15 @@ were loaded), and writes a `geora.save_adapter` folder that `geora.load_adapter(
 base, DIR)` turns back into the initialised model without any SVD, plus mask_stats.json
 (per module and aggregated: each mask's fraction, intersection, union, Jaccard) for the
 methods that have masks. Prints a one-line summary.
+
+    python -m geora.preprocess --model /path/to/Qwen3-8B --method geora --out res --export residual
+
+writes instead, for trainers that take a base model plus a PEFT adapter (verl, OpenRLHF):
+res/model (a transformers folder whose target weights are W_res, in the checkpoint's dtype,
+config and tokenizer files copied) and res/adapter (a PEFT LoRA holding A0, B0); loaded with
+transformers and PEFT alone the pair computes the original model. After training elsewhere,
+`python -m geora.convert --trained ADAPTER --init res --out DIR` gives the LoRA on the
+original model (geora.persistence.export_residual, geora.convert).
 """
 from __future__ import annotations
 
@@ -23,6 +32,8 @@ from geora.methods import (DEFAULT_RANK, DEFAULT_RHO, SVD_METHODS, available_met
                            check_arguments, check_option_values, get_method)
 
 METHOD_NAMES = tuple(available_methods())
+EXPORTS = ("adapter", "residual")
+RESIDUAL_METHODS = tuple(n for n in METHOD_NAMES if get_method(n).kind.has_residual_form)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra method option, e.g. --set total_step=500 (adalora), "
                         "--set sparseft_mask=low_magnitude, --set alpha_norm=peft")
+    p.add_argument("--export", default="adapter", choices=EXPORTS,
+                   help="adapter: a geora.save_adapter folder; residual: model/ (W_res, "
+                        "transformers) + adapter/ (A0, B0, PEFT) for other RL trainers "
+                        f"(methods {', '.join(RESIDUAL_METHODS)})")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     return p
 
@@ -83,8 +98,13 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--model {str(model_dir)!r}: not a local Hugging Face model folder "
                          f"(no config.json); download it elsewhere and pass its path")
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise SystemExit(f"--out {str(out)!r} exists and is not empty (use --overwrite)")
+    method = get_method(args.method)
+    if args.export == "residual" and not method.kind.has_residual_form:
+        raise SystemExit(f"--export residual --method {args.method}: method {args.method!r} "
+                         f"(kind {method.kind.name!r}) trains no LoRA on a residual weight; "
+                         f"use one of {', '.join(RESIDUAL_METHODS)} or --export adapter")
     targets = args.target_modules
     if targets is not None and targets != "all-linear" and "," in targets:
         targets = [t.strip() for t in targets.split(",") if t.strip()]
@@ -93,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     options = {k: v for k, v in given.items() if v is not None}
     options.update(parse_options(args.set))
     shape = dict(rank=args.rank, rho=args.rho, alpha=args.alpha, target_modules=targets)
-    check_arguments(get_method(args.method), shape, options)   # before the model loads
+    check_arguments(method, shape, options)                   # before the model loads
     check_option_values(args.method, options)
 
     import torch
@@ -108,12 +128,15 @@ def main(argv: list[str] | None = None) -> dict:
     t1 = time.perf_counter()
     prepared = geora.prepare_model(model, args.method, progress=True, **shape, **options)
     t2 = time.perf_counter()
-    geora.save_adapter(prepared, out, overwrite=args.overwrite)
+    if args.export == "residual":
+        geora.export_residual(prepared, out, source_dir=model_dir, overwrite=args.overwrite)
+    else:
+        geora.save_adapter(prepared, out, overwrite=args.overwrite)
     trainable, total = geora.count_parameters(prepared)
     state = get_state(prepared)
     summary = dict(method=args.method, modules=len(state.targets), trainable=trainable,
                    total=total, load_s=round(t1 - t0, 2), init_s=round(t2 - t1, 2),
-                   out=str(out))
+                   out=str(out), export=args.export)
     stats_path = out / "mask_stats.json"
     if stats_path.is_file():
         summary["mask_stats"] = json.loads(stats_path.read_text())["aggregate"]

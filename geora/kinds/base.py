@@ -39,6 +39,11 @@ class NoLoraForm(ValueError):
     """The method's update is not a low-rank product, so there is no PEFT LoRA to export."""
 
 
+class NoResidualForm(ValueError):
+    """The method does not train a LoRA on a residual base: nothing to hand to another
+    trainer as "residual model + initial adapter"."""
+
+
 class MethodKind:
     """Base class: one instance per kind, stateless (everything lives on the model)."""
 
@@ -49,6 +54,7 @@ class MethodKind:
     # training pipeline loads the model in fp32 (master weights) and lets train.bf16=true
     # compute in bf16 by autocast.
     needs_fp32_master_weights: ClassVar[bool] = False
+    has_residual_form: ClassVar[bool] = False   # export_residual: W_res model + (A0, B0) LoRA
 
     # -------------------------------------------------------------------- prepare
     def resolve_targets(self, model: nn.Module, target_modules: Any,
@@ -82,6 +88,18 @@ class MethodKind:
         return NoLoraForm(f"method {state.method!r} has no LoRA form: use geora.save_adapter "
                           f"(reload with load_adapter) or "
                           f"geora.merge_model(model).save_pretrained(dir)")
+
+    def export_residual(self, model: nn.Module, state: surgery.GeoraState, folder: Path, *,
+                        base_name: str | None = None) -> Path:
+        """Write the residual model (transformers folder) and its initial PEFT LoRA into the
+        (empty, temporary) `folder`: what another trainer needs to start this method.
+        Returns the model folder (where the caller copies the tokenizer)."""
+        raise self.no_residual_form(state)
+
+    def no_residual_form(self, state: surgery.GeoraState) -> NoResidualForm:
+        return NoResidualForm(f"method {state.method!r} (kind {state.kind!r}) has no residual "
+                              f"form: export_residual needs a method of the residual kind (a "
+                              f"LoRA on W_res = W - s B0 A0: geora, pissa, milora, ...)")
 
     # -------------------------------------------------------------------- training
     def trainer_callbacks(self, model: nn.Module) -> list:

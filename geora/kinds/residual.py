@@ -10,7 +10,14 @@ Folder written by `save`:
   randomized SVD would silently change).
 
 Export: rank 2r with A' = [A; A0] (2r, in), B' = [B | -B0] (out, 2r) and lora_alpha doubled,
-so s' = s and s'(B'A') = s(BA - B0A0): the original W plus the trained change.
+so s' = s and s'(B'A') = s(BA - B0A0): the original W plus the trained change
+(`on_original_base`, also what geora.convert applies to an adapter trained elsewhere).
+
+Residual export (`export_residual`, for trainers that take a base model plus a PEFT adapter
+but no custom initialisation, e.g. verl): model/ is a standard transformers folder whose
+target weights are W_res (every other tensor as loaded), adapter/ a standard PEFT LoRA
+holding A0, B0 with the same r and lora_alpha, so that PEFT's s B0 A0 is exactly what was
+subtracted and the pair computes the original model.
 
 Weight update: dW = s (B A - B0 A0) in fp32 from the factors; W0 = W_res + s B0 A0 in fp32
 (the original weight, up to the one rounding of W_res to the model's dtype).
@@ -30,10 +37,52 @@ from geora.kinds.base import MethodKind, WeightUpdate
 
 INIT_FILE = "init_factors.safetensors"
 RESIDUAL_SUBDIR = "adapter_on_residual"
+MODEL_SUBDIR, INIT_ADAPTER_SUBDIR = "model", "adapter"     # the two folders of export_residual
+PEFT_WEIGHTS = "adapter_model.safetensors"
+
+
+def on_original_base(a: torch.Tensor, b: torch.Tensor, a0: torch.Tensor,
+                     b0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LoRA on the ORIGINAL weights equal to (A, B) trained on W_res = W - s B0 A0 with
+    the same scaling s: A' = [A; A0] (r + r0, in), B' = [B | -B0] (out, r + r0), so that
+    W + s B'A' = W_res + s B A. In the wider dtype of the two (no precision is dropped).
+
+    >>> a, b, a0, b0 = torch.randn(2, 5), torch.randn(3, 2), torch.randn(2, 5), torch.randn(3, 2)
+    >>> a2, b2 = on_original_base(a, b, a0, b0)
+    >>> tuple(a2.shape), tuple(b2.shape), torch.allclose(b2 @ a2, b @ a - b0 @ a0, atol=1e-6)
+    ((4, 5), (3, 4), True)
+    """
+    dtype = torch.promote_types(a.dtype, a0.dtype)
+    return (torch.cat([a.to(dtype), a0.to(a.device, dtype)], 0).contiguous(),
+            torch.cat([b.to(dtype), -b0.to(b.device, dtype)], 1).contiguous())
+
+
+def residual_state_dict(model, targets: list[str]) -> dict[str, torch.Tensor]:
+    """The transformers state dict of a prepared model's frozen base: W_res under each
+    target's own name (PEFT's `.base_layer` removed), the adapter's tensors dropped, every
+    other tensor as it is (the same tensors, no copies)."""
+    prefixes = tuple(f"{name}." for name in targets)
+    out = {}
+    for key, tensor in model.get_base_model().state_dict().items():
+        if key.startswith(prefixes):
+            head, sep, tail = key.partition(".base_layer.")
+            if not sep:
+                continue                     # lora_A / lora_B (and any other adapter tensor)
+            key = f"{head}.{tail}"
+        out[key] = tensor
+    return out
+
+
+def peft_lora_tensors(module: str, a: torch.Tensor, b: torch.Tensor) -> dict:
+    """PEFT's saved names of one module's LoRA factors (adapter name stripped, as
+    `save_pretrained` writes them)."""
+    key = f"base_model.model.{module}"
+    return {f"{key}.lora_A.weight": a.contiguous(), f"{key}.lora_B.weight": b.contiguous()}
 
 
 class ResidualKind(MethodKind):
     name = "residual"
+    has_residual_form = True
 
     def prepare(self, model, method, state, options, *, svd_device=None, progress=False):
         from peft import get_peft_model
@@ -77,16 +126,33 @@ class ResidualKind(MethodKind):
             layer = surgery.lora_layer(model, name)
             a = layer.lora_A[surgery.ADAPTER].weight.detach()
             b = layer.lora_B[surgery.ADAPTER].weight.detach()
-            a0 = state.init_factors[name]["A0"].to(a.device, a.dtype)
-            b0 = state.init_factors[name]["B0"].to(b.device, b.dtype)
-            key = f"base_model.model.{name}"
-            tensors[f"{key}.lora_A.weight"] = torch.cat([a, a0], 0).cpu().contiguous()
-            tensors[f"{key}.lora_B.weight"] = torch.cat([b, -b0], 1).cpu().contiguous()
+            init = state.init_factors[name]
+            a2, b2 = on_original_base(a, b, init["A0"], init["B0"])
+            tensors.update(peft_lora_tensors(name, a2.cpu(), b2.cpu()))
         config = lora_config(state.targets, 2 * state.rank, 2 * state.alpha)
         config.base_model_name_or_path = getattr(getattr(model, "config", None),
                                                  "_name_or_path", None)
         config.save_pretrained(str(folder))
-        save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+        save_file(tensors, str(folder / PEFT_WEIGHTS), metadata={"format": "pt"})
+
+    def export_residual(self, model, state, folder: Path, *, base_name=None) -> Path:
+        """folder/model: transformers folder with W_res (the model's dtype, sharded as
+        save_pretrained shards); folder/adapter: PEFT LoRA with A0, B0 (r, lora_alpha of the
+        preparation, init_lora_weights=True). Returns the model folder."""
+        model_dir = folder / MODEL_SUBDIR
+        model.get_base_model().save_pretrained(
+            str(model_dir), state_dict=residual_state_dict(model, state.targets))
+        tensors = {}
+        for name in state.targets:
+            init = state.init_factors[name]
+            tensors.update(peft_lora_tensors(name, init["A0"], init["B0"]))
+        config = lora_config(state.targets, state.rank, state.alpha,
+                             lora_dropout=state.options.get("lora_dropout", 0.0))
+        config.base_model_name_or_path = base_name
+        config.save_pretrained(str(folder / INIT_ADAPTER_SUBDIR))
+        save_file(tensors, str(folder / INIT_ADAPTER_SUBDIR / PEFT_WEIGHTS),
+                  metadata={"format": "pt"})
+        return model_dir
 
     @torch.no_grad()
     def weight_updates(self, model, state) -> Iterator[WeightUpdate]:

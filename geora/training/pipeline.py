@@ -28,7 +28,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from geora.distributed import is_main_process, process_rank
+from geora.distributed import (gather_from_processes, is_main_process, process_rank,
+                               trainable_checksum, wait_for_everyone, world_size)
 from geora.training.checks import check_config, check_run_inputs, trains
 from geora.training.rundir import AFTER, BEFORE, RunExistsError, RunFolder, env_info
 
@@ -175,11 +176,18 @@ def start(cfg: DictConfig, run_dir, overrides: list[str] | None) -> Run:
     folder = RunFolder(run_dir)
     refuse_finished(cfg, folder)   # before the data is read for nothing
     train_data = load_train_data(cfg) if trains(cfg) else None
-    folder.path.mkdir(parents=True, exist_ok=True)
-    run = Run(cfg, folder, device, resume_from=prepare_run_dir(cfg, folder),
-              train_data=train_data)
-    if overrides is not None:
-        folder.write_overrides(overrides)
+    # Under `accelerate launch` the main process alone checks, clears and writes the folder;
+    # the others start once it is ready and resume from the same checkpoint.
+    resume_from = None
+    if is_main_process():
+        folder.path.mkdir(parents=True, exist_ok=True)
+        resume_from = prepare_run_dir(cfg, folder)
+        if overrides is not None:
+            folder.write_overrides(overrides)
+    wait_for_everyone(cpu=device == "cpu")
+    if not is_main_process():
+        resume_from = folder.last_checkpoint()
+    run = Run(cfg, folder, device, resume_from=resume_from, train_data=train_data)
     if cfg.logger.get("mode"):
         os.environ.setdefault("WANDB_MODE", str(cfg.logger.mode))
         os.environ.setdefault("WANDB_PROJECT", str(cfg.logger.project))
@@ -334,6 +342,10 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
     evaluate_before(run)
     prepare(run)
     train_record = grpo(run)
+    if world_size() > 1:   # every process trained the same parameters (data parallel)
+        sums = gather_from_processes(trainable_checksum(run.model))
+        train_record.update(processes=len(sums), process_checksums=sums,
+                            processes_agree=len(set(sums)) == 1)
     if not is_main_process():
         return {"status": "finished", "rank": process_rank()}
     save(run)
