@@ -31,6 +31,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from analysis.stats import format_interval, mean_interval, paired_table
 from analysis.tables import collect_runs
@@ -67,8 +68,8 @@ def with_lr_scale(runs: pd.DataFrame) -> pd.DataFrame:
     scales = []
     for run_dir in runs.get("run_dir", pd.Series([None] * len(runs))):
         cfg = RunFolder(run_dir).read_config() if isinstance(run_dir, str) else None
-        lr = cfg.select("train.learning_rate") if cfg is not None else None
-        default = cfg.select("method.learning_rate") if cfg is not None else None
+        lr = OmegaConf.select(cfg, "train.learning_rate") if cfg is not None else None
+        default = OmegaConf.select(cfg, "method.learning_rate") if cfg is not None else None
         scales.append(round(float(lr) / float(default), 6) if lr and default else None)
     out = runs.copy()
     out["lr_scale"] = scales
