@@ -78,15 +78,17 @@ def with_lr_scale(runs: pd.DataFrame) -> pd.DataFrame:
 
 def study_table(runs: pd.DataFrame, columns: dict[str, str] | None = None,
                 by: tuple[str, ...] = ("method", "lr_scale", "lr"), digits: int = 3) -> pd.DataFrame:
-    """One row per group of `by` (finished runs): each column as 'mean ± half-width (n=..)'.
-    Scores in percent get one decimal, fractions `digits`."""
-    done = runs[runs["status"] == "finished"] if "status" in runs else runs
-    columns = columns or default_columns(done)
-    keys = [k for k in by if k in done]
+    """One row per group of `by`: each column over the finished runs as 'mean ± half-width
+    (n=..)' (scores in percent with one decimal, fractions with `digits`), and `failed`, the
+    number of runs of the group that ended with status "failed" (e.g. diverged)."""
+    columns = columns or default_columns(runs)
+    keys = [k for k in by if k in runs]
     rows = []
-    for key, group in done.groupby(keys, sort=True, dropna=False):
+    for key, every in runs.groupby(keys, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip(keys, key))
+        failed = int((every["status"] == "failed").sum()) if "status" in every else 0
+        group = every[every["status"] == "finished"] if "status" in every else every
+        row = {**dict(zip(keys, key)), "failed": failed}
         for label, col in columns.items():
             iv = mean_interval(group[col]) if col in group else mean_interval([])
             percent = col.startswith("eval")

@@ -131,6 +131,19 @@ def test_summary_reads_a_known_update():
     assert s["overall"]["s_head_chance"][reading] < 0.5 and s["masks"] is None
 
 
+def test_a_diverged_update_is_refused_by_name():
+    """NaN weights after training: the pipeline records the analysis as skipped (the run's
+    scores stand) instead of failing the run."""
+    from geora.training.weight_analysis import NonFiniteUpdate
+
+    model = geora.prepare_model(build_tiny_qwen3(seed=0), "lora", rank=4)
+    with torch.no_grad():
+        geora.surgery.lora_layer(model, "model.layers.1.mlp.up_proj") \
+            .lora_B[geora.surgery.ADAPTER].weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteUpdate, match=r"model.layers.1.mlp.up_proj: .*NaN"):
+        analyse_model(model, AnalysisSettings(k=4, progress=False))
+
+
 def test_bad_settings_name_the_key():
     with pytest.raises(ValueError, match=r"analysis.masks='some'"):
         AnalysisSettings.from_config({"masks": "some"})

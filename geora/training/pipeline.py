@@ -258,8 +258,9 @@ def keeps_initial(cfg: DictConfig) -> bool:
 def analyse(run: Run, train_record: dict) -> None:
     """The weight analysis of the trained model (geora.training.weight_analysis): its
     aggregates go to results.json["analysis"], the per-matrix detail to analysis/summary.json."""
-    from geora.training.weight_analysis import (AnalysisSettings, analyse_model,
-                                                needs_initial_weights, write_analysis)
+    from geora.training.weight_analysis import (AnalysisSettings, NonFiniteUpdate,
+                                                analyse_model, needs_initial_weights,
+                                                write_analysis)
 
     settings = AnalysisSettings.from_config(run.cfg.get("analysis"))
     if not settings.enabled:
@@ -269,7 +270,12 @@ def analyse(run: Run, train_record: dict) -> None:
                                    "W1 - W0 cannot be formed"}
         log.warning("weight analysis skipped: %s", run.analysis["skipped"])
         return
-    summary = analyse_model(run.model, settings)
+    try:
+        summary = analyse_model(run.model, settings)
+    except NonFiniteUpdate as e:   # a diverged run is a result (its scores stand), not a crash
+        run.analysis = {"skipped": str(e)}
+        log.warning("weight analysis skipped: %s", e)
+        return
     run.analysis = write_analysis(run.folder, summary, modules=settings.modules,
                                   train_runtime_s=train_record.get("train_runtime_s"))
     log.info("weight analysis: %d matrices in %.1f s", summary["n_matrices"], summary["time_s"])

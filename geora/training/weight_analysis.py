@@ -88,6 +88,10 @@ class AnalysisSettings:
         return cls(**raw)
 
 
+class NonFiniteUpdate(ValueError):
+    """A trained weight holds NaN or Inf (the run diverged): there is no update to read."""
+
+
 def mask_settings(state, which: str) -> dict | None:
     """geora_masks' arguments for a prepared model's state (GeoraState), or None when this
     run gets no masks under `which` (MASK_CHOICES)."""
@@ -113,6 +117,9 @@ def update_items(model, masks: dict | None, checks: dict | None = None) -> Itera
 
     recorded = prepared_state(model).mask_stats or {}
     for u in geora.weight_updates(model):
+        if not bool(torch.isfinite(u.delta).all()):
+            raise NonFiniteUpdate(f"{u.module}: the trained weight holds NaN or Inf entries "
+                                  f"(the run diverged)")
         if masks is None:
             yield u.module, u.w0, u.delta
             continue
