@@ -53,3 +53,12 @@ def test_large_evaluation_has_1000_held_out_items_per_task(task):
     assert len(test) == n and not test & train
     # standard error of a proportion at its worst (p = 0.5), in points
     assert 100 * (0.25 / n) ** 0.5 <= 1.6
+
+
+def test_large_evaluation_differs_from_the_small_one_only_in_its_items():
+    small = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "eval" / "micro.yaml"))
+    large = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "eval" / "micro_large.yaml"))
+    assert large.keys() == small.keys()
+    differ = sorted(k for k in small if small[k] != large[k])
+    assert differ == ["in_domain", "name", "tasks"], differ
+    assert [t.removesuffix("_1k") for t in large["tasks"]] == small["tasks"]
