@@ -152,3 +152,14 @@ def test_bad_settings_name_the_key():
     from geora.training.checks import check_config
     with pytest.raises(ValueError, match=r"analysis.nss_full_max_numel=0"):
         check_config(config("analysis.nss_full_max_numel=0"))
+
+
+def test_the_config_block_and_the_settings_defaults_agree():
+    """conf/config.yaml's analysis block is AnalysisSettings' defaults, key for key (so the
+    analysis of a run and of a Python call agree), and k is the paper's r."""
+    from geora.methods import DEFAULT_RANK
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config")
+    assert AnalysisSettings.from_config(cfg.analysis) == AnalysisSettings()
+    assert AnalysisSettings().k == DEFAULT_RANK
