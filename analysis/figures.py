@@ -34,7 +34,7 @@ from analysis.stats import mean_interval  # noqa: E402
 from analysis.tables import collect_runs  # noqa: E402
 
 HYPER = ("lr", "rank", "rho")
-SCORE_PREFERENCE = ("eval.math500", "eval.micro_math", "eval.aime24")
+SCORE_PREFERENCE = ("eval.math500", "eval.micro_math_1k", "eval.micro_math", "eval.aime24")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -73,6 +73,10 @@ CATALOG: dict[str, TaskInfo] = {t.name: t for t in (
     TaskInfo("micro_math", "micro math", "geora_micro_math", AVG),
     TaskInfo("micro_reverse", "micro reverse", "geora_micro_reverse", AVG),
     TaskInfo("micro_sort", "micro sort", "geora_micro_sort", AVG),
+    # the same tasks on 1,000 test items each (eval=micro_large: the powered micro study)
+    TaskInfo("micro_math_1k", "micro math (1k)", "geora_micro_math_1k", AVG),
+    TaskInfo("micro_reverse_1k", "micro reverse (1k)", "geora_micro_reverse_1k", AVG),
+    TaskInfo("micro_sort_1k", "micro sort (1k)", "geora_micro_sort_1k", AVG),
 )}
 
 

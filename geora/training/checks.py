@@ -113,7 +113,8 @@ def check_value(key: str, value: Any, valid: Range) -> None:
 def check_config(cfg) -> None:
     """Check a composed run config (conf/config.yaml with its groups): every numeric setting
     in NUMERIC_SETTINGS, the evaluation settings (geora.evaluation.EvalSettings: batch size,
-    limit, max_gen_toks, ...) and the model dtype. Raises ValueError naming the first bad
+    limit, max_gen_toks, ...), the analysis settings (weight_analysis.AnalysisSettings) and
+    the model dtype. Raises ValueError naming the first bad
     key; loads nothing."""
     from omegaconf import OmegaConf
 
@@ -127,6 +128,10 @@ def check_config(cfg) -> None:
             check_value(key, value, valid)
     if cfg.get("eval") is not None:
         EvalSettings.from_config(cfg.eval)
+    if cfg.get("analysis") is not None:
+        from geora.training.weight_analysis import AnalysisSettings
+
+        AnalysisSettings.from_config(cfg.analysis)
     if cfg.get("model") is not None:
         try:
             torch_dtype(str(cfg.model.get("dtype", "float32")))

@@ -35,8 +35,9 @@ from geora.training.rundir import AFTER, BEFORE, RunExistsError, RunFolder, env_
 
 log = logging.getLogger(__name__)
 
-# Keys that may differ between the first start of a run and its resumption.
-RESUME_FREE_KEYS = ("train.overwrite", "train.resume", "device", "logger")
+# Keys that may differ between the first start of a run and its resumption (the weight
+# analysis reads the trained model and changes nothing that is trained).
+RESUME_FREE_KEYS = ("train.overwrite", "train.resume", "device", "logger", "analysis")
 RESUME_MODES = ("auto", "never")
 
 
@@ -259,8 +260,10 @@ def prepare(run: Run) -> None:
     import geora
 
     torch.manual_seed(int(run.cfg.seed))
-    run.model = geora.prepare_model(run.model, str(run.cfg.method.name),
-                                    **method_kwargs(run.cfg.method))
+    kwargs = method_kwargs(run.cfg.method)
+    if keeps_initial(run.cfg):   # FullFT: a CPU copy of W0, so that dW = W1 - W0 can be read
+        kwargs["keep_initial"] = True
+    run.model = geora.prepare_model(run.model, str(run.cfg.method.name), **kwargs)
     run.params = geora.count_parameters(run.model)
     run.frozen = frozen_snapshot(run.model) if run.cfg.train.get("check_frozen") else None
 
@@ -306,9 +309,39 @@ def save(run: Run) -> None:
         run.export = f"none: {kind.no_lora_form(prepared_state(run.model))}"
 
 
-def analyse(run: Run) -> None:
-    """The weight analysis of the trained model (a hook: nothing is computed yet; what it
-    puts in run.analysis goes to results.json under "analysis")."""
+def keeps_initial(cfg: DictConfig) -> bool:
+    """Whether the method is prepared with keep_initial=True: the analysis is on, allowed to
+    keep W0 (analysis.keep_initial), and the method keeps it only when asked (FullFT)."""
+    from geora.training.weight_analysis import AnalysisSettings, needs_initial_weights
+
+    settings = AnalysisSettings.from_config(cfg.get("analysis"))
+    return settings.enabled and settings.keep_initial and needs_initial_weights(str(cfg.method.name))
+
+
+def analyse(run: Run, train_record: dict) -> None:
+    """The weight analysis of the trained model (geora.training.weight_analysis): its
+    aggregates go to results.json["analysis"], the per-matrix detail to analysis/summary.json."""
+    from geora.training.weight_analysis import (AnalysisSettings, NonFiniteUpdate,
+                                                analyse_model, needs_initial_weights,
+                                                write_analysis)
+
+    settings = AnalysisSettings.from_config(run.cfg.get("analysis"))
+    if not settings.enabled:
+        return
+    if needs_initial_weights(str(run.cfg.method.name)) and not settings.keep_initial:
+        run.analysis = {"skipped": "analysis.keep_initial=false: W0 was not kept, so "
+                                   "W1 - W0 cannot be formed"}
+        log.warning("weight analysis skipped: %s", run.analysis["skipped"])
+        return
+    try:
+        summary = analyse_model(run.model, settings)
+    except NonFiniteUpdate as e:   # a diverged run is a result (its scores stand), not a crash
+        run.analysis = {"skipped": str(e)}
+        log.warning("weight analysis skipped: %s", e)
+        return
+    run.analysis = write_analysis(run.folder, summary, modules=settings.modules,
+                                  train_runtime_s=train_record.get("train_runtime_s"))
+    log.info("weight analysis: %d matrices in %.1f s", summary["n_matrices"], summary["time_s"])
 
 
 def write_results(run: Run, train_record: dict | None) -> dict:
@@ -350,7 +383,7 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
         return {"status": "finished", "rank": process_rank()}
     save(run)
     run.eval_after = evaluate(run, AFTER)
-    analyse(run)
+    analyse(run, train_record)
     return write_results(run, train_record)
 
 
