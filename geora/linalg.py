@@ -1,18 +1,21 @@
 """Layer 1: pure linear algebra on tensors (torch only; no transformers, no peft, no I/O).
 
 Everything here takes plain tensors, computes in float32 and returns float32, so it can be
-tested on bare matrices and reused by `analysis/`. Contents:
+tested on bare matrices and reused by `analysis/`. Device-agnostic: CPU or GPU, wherever
+the input lives. Contents:
 
 - input checks: `check_weight`, `check_rank`, `check_rho` (clear errors naming the value);
-- exact magnitude quantiles at any size: `abs_threshold`, `low_magnitude_mask`;
-- SVD: `svd_top` (exact or seeded randomized top-r), `svd_full`, `nonzero_count`;
+- exact selection at any size: `kth_smallest`, `abs_threshold`, `low_magnitude_mask`;
+- SVD: `svd_top` (exact, or the seeded randomized block Krylov SVD of geora.krylov,
+  adaptive in depth), `svd_full`, `nonzero_count`;
 - `rank_r_approx`, `captured_energy`, `mask_stats`.
 
 Quantile definition (used by every mask): for n entries and a fraction rho,
-k = ceil(rho * n) (at least 1) and tau = the k-th smallest |x| (torch.kthvalue, an exact
-selection with no 16M-element limit, unlike torch.quantile). The mask is |x| <= tau, so it
-holds exactly k entries when magnitudes are distinct and more when values tie at tau
-(ties are kept, never broken arbitrarily).
+k = ceil(rho * n) (at least 1) and tau = the k-th smallest |x|: exactly the value
+torch.kthvalue returns (no 16M-element limit, unlike torch.quantile), found by selecting
+inside a sampled candidate band (`kth_smallest`). The mask is |x| <= tau, so it holds
+exactly k entries when magnitudes are distinct and more when values tie at tau (ties are
+kept, never broken arbitrarily).
 """
 from __future__ import annotations
 
@@ -20,15 +23,16 @@ import math
 
 import torch
 
+from geora.krylov import block_krylov_svd
+
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
-# Randomized SVD defaults: q = r + RSVD_OVERSAMPLE random probes, RSVD_NITER power
-# iterations. Measured on this CPU for r = 16 on GeoRA's W_geo (rho 0.2) of Gaussian
-# weights, the flattest (hardest) spectrum tried: captured top-r energy 0.9963 at
-# (niter 16, oversample 16), 0.9991-0.9997 at (16, 32), but only 0.87-0.90 at (2, 8)
-# and 0.94-0.97 at (4, 8-16); power-law spectra reach more at every setting.
-RSVD_NITER = 16
-RSVD_OVERSAMPLE = 32
+# Exact selection (`kth_smallest`): up to KTH_DIRECT_MAX entries torch.kthvalue over all
+# is cheapest; above, a seeded sample bounds a candidate band KTH_SAMPLE_SIGMAS binomial
+# standard deviations wide on each side (a miss only costs a fall back to the full pass).
+KTH_DIRECT_MAX = 1 << 20
+KTH_SAMPLE_SIGMAS = 6.0
+KTH_SAMPLE_SEED = 0
 
 
 # ----------------------------------------------------------------------------- checks
@@ -45,10 +49,12 @@ def check_weight(weight: torch.Tensor, where: str = "weight") -> None:
                          f"{tuple(weight.shape)}")
     if weight.numel() == 0:
         raise ValueError(f"{where}: empty weight of shape {tuple(weight.shape)}")
-    finite = torch.isfinite(weight)
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
-        raise ValueError(f"{where}: weight holds {bad} NaN/Inf entries")
+    # a finite sum implies finite entries (any NaN or Inf would propagate): one pass, no
+    # temporary; only a sum that overflows or a real NaN/Inf takes the full count
+    if not bool(torch.isfinite(weight.sum(dtype=torch.float32))):
+        bad = int((~torch.isfinite(weight)).sum())
+        if bad:
+            raise ValueError(f"{where}: weight holds {bad} NaN/Inf entries")
 
 
 def check_rank(rank: int, shape: tuple[int, ...], where: str = "weight") -> None:
@@ -66,18 +72,72 @@ def check_rho(rho: float, where: str = "rho") -> None:
         raise ValueError(f"{where}: rho={rho!r} must lie in the open interval (0, 1)")
 
 
-# -------------------------------------------------------------------------- quantiles
+# ------------------------------------------------------------------ exact selection
+def kth_smallest(values: torch.Tensor, k: int, *, direct_max: int | None = None,
+                 scratch: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """The k-th smallest entry (1-based) of `values` (any shape), as a 0-d tensor: the same
+    value as torch.kthvalue(values.reshape(-1), k) (NaN counts as the largest value).
+
+    Above `direct_max` entries (default KTH_DIRECT_MAX) it selects inside a candidate band
+    instead of over all N:
+    1. draw s ~ N^(2/3) entries (seeded, with replacement) and sort them;
+    2. lo, hi = the sample's order statistics KTH_SAMPLE_SIGMAS binomial standard
+       deviations either side of the rank k*s/N where the k-th smallest should fall;
+    3. below = #(x < lo), band = the entries in [lo, hi] (~ 2 * 6 * sqrt(p(1-p)/s) of N,
+       e.g. 1.5% of a 4096x4096 weight at p = 0.2);
+    4. if below < k <= below + |band|, the k-th smallest of all is the (k - below)-th
+       smallest of the band (the entries under it are exactly the `below` ones and those
+       of the band under it), so torch.kthvalue on the band returns the same element;
+       otherwise (a sample far off, e.g. on NaNs) fall back to torch.kthvalue on all.
+    Three passes over N (two comparisons, one gather) replace a full selection, which
+    costs ~3x more on a CPU and has no fixed cost model on GPUs. `scratch`: two bool
+    tensors of N entries to hold the comparisons (fresh ones cost page faults on a CPU).
+    """
+    flat = values.reshape(-1)
+    n = flat.numel()
+    if not 1 <= k <= n:
+        raise ValueError(f"k={k} must lie in [1, {n}] for a tensor of {n} entries")
+    if n <= (KTH_DIRECT_MAX if direct_max is None else direct_max):
+        return torch.kthvalue(flat, k).values
+    s = min(n, max(1024, round(n ** (2 / 3))))
+    gen = torch.Generator(device=flat.device).manual_seed(KTH_SAMPLE_SEED)
+    sample = flat[torch.randint(n, (s,), generator=gen, device=flat.device)].sort().values
+    centre, half = k * s / n, KTH_SAMPLE_SIGMAS * math.sqrt(s * (k / n) * (1 - k / n)) + 2
+    lo_rank, hi_rank = math.floor(centre - half), math.ceil(centre + half)
+    in_band, lower = ((t.view(-1) for t in scratch) if scratch is not None else
+                      (torch.empty_like(flat, dtype=torch.bool) for _ in range(2)))
+    if hi_rank < s:
+        torch.le(flat, sample[hi_rank], out=in_band)
+    else:
+        in_band.fill_(True)
+    below = 0
+    if lo_rank >= 0:
+        torch.lt(flat, sample[lo_rank], out=lower)
+        below = int(torch.count_nonzero(lower))
+        in_band &= lower.logical_not_()                  # lo <= x <= hi, in place
+    band = flat[in_band]
+    if below < k <= below + band.numel():
+        return torch.kthvalue(band, k - below).values
+    return torch.kthvalue(flat, k).values
+
+
+def rank_of(rho: float, n: int) -> int:
+    """k = max(1, ceil(rho * n)) capped at n: the rank of the rho-quantile of n entries."""
+    return min(n, max(1, math.ceil(rho * n)))
+
+
 def abs_threshold(x: torch.Tensor, rho: float) -> torch.Tensor:
     """tau = the k-th smallest |x| over all entries, k = max(1, ceil(rho * n)); 0-d fp32."""
     check_rho(rho)
-    flat = x.detach().reshape(-1).abs().float()
-    k = min(flat.numel(), max(1, math.ceil(rho * flat.numel())))
-    return torch.kthvalue(flat, k).values
+    a = x.detach().abs().float()
+    return kth_smallest(a, rank_of(rho, a.numel()))
 
 
 def low_magnitude_mask(x: torch.Tensor, rho: float) -> torch.Tensor:
     """Bool mask of the rho-fraction smallest |x| (|x| <= tau; ties at tau included)."""
-    return x.detach().abs().float() <= abs_threshold(x, rho)
+    check_rho(rho)
+    a = x.detach().abs().float()
+    return a <= kth_smallest(a, rank_of(rho, a.numel()))
 
 
 # -------------------------------------------------------------------------------- SVD
@@ -88,14 +148,16 @@ def svd_full(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 def svd_top(weight: torch.Tensor, rank: int, *, method: str = "randomized",
             niter: int | None = None, oversample: int | None = None, seed: int = 0,
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            tol: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-`rank` singular triplets in fp32: U (out, r), S (r,), Vh (r, in).
 
-    method="exact": torch.linalg.svd. method="randomized": the Halko-Martinsson-Tropp range
-    finder with `niter` power iterations (QR re-orthonormalised) and r + `oversample`
-    probes. Written here rather than calling torch.svd_lowrank because that draws its probes
-    from the global RNG; a private seeded generator keeps the init reproducible without
-    touching the caller's random state.
+    method="exact": torch.linalg.svd. method="randomized": seeded block Krylov iteration
+    (geora.krylov.block_krylov_svd) with blocks of r + `oversample` columns (default
+    r + 16); `niter` None stops adaptively once the estimated missing share of the top-r
+    energy is below `tol` (default 2e-3), an int runs exactly that many Krylov steps
+    (0 = the plain randomized range finder). The probes come from a private generator
+    seeded by `seed`, so the result is reproducible (bitwise, on the same device) and the
+    caller's random state is untouched.
     """
     check_rank(rank, tuple(weight.shape))
     w = weight.float()
@@ -104,20 +166,8 @@ def svd_top(weight: torch.Tensor, rank: int, *, method: str = "randomized",
         return u[:, :rank], s[:rank], vh[:rank]
     if method != "randomized":
         raise ValueError(f"svd={method!r}: choose 'exact' or 'randomized'")
-    niter = RSVD_NITER if niter is None else int(niter)
-    oversample = RSVD_OVERSAMPLE if oversample is None else int(oversample)
-    if niter < 0 or oversample < 0:
-        raise ValueError(f"niter={niter} and oversample={oversample} must be >= 0")
-    m, n = w.shape
-    q = min(rank + oversample, m, n)
-    gen = torch.Generator(device=w.device).manual_seed(int(seed))
-    probes = torch.randn(n, q, generator=gen, device=w.device, dtype=torch.float32)
-    basis = torch.linalg.qr(w @ probes).Q                     # (m, q): approximate range
-    for _ in range(niter):                                    # power iterations sharpen it
-        basis = torch.linalg.qr(w.T @ basis).Q                # (n, q)
-        basis = torch.linalg.qr(w @ basis).Q                  # (m, q)
-    ub, s, vh = torch.linalg.svd(basis.T @ w, full_matrices=False)   # (q, n) small SVD
-    return (basis @ ub)[:, :rank], s[:rank], vh[:rank]
+    return tuple(block_krylov_svd(w, rank, niter=niter, oversample=oversample, tol=tol,
+                                  seed=seed)[:3])
 
 
 def nonzero_count(s: torch.Tensor, shape: tuple[int, ...]) -> int:

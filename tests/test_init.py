@@ -117,3 +117,46 @@ def test_random_picks_seeded_nonzero_triplets():
 def test_seed_reproducible_on_randomized_path():
     w = weight()
     assert torch.equal(geora_init(w, rank=8, seed=3).A, geora_init(w, rank=8, seed=3).A)
+
+
+# ------------------------------------------------------- the default (randomized) path
+def powerlaw_weight(shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    k = min(shape)
+    u = torch.linalg.qr(torch.randn(shape[0], k, generator=g)).Q
+    v = torch.linalg.qr(torch.randn(shape[1], k, generator=g)).Q
+    return (u * (1.0 + torch.arange(k)).pow(-0.5)) @ v.T
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_default_masks_are_exact_selections(dtype, monkeypatch):
+    """KTH_DIRECT_MAX = 0 sends every threshold through the sampled band: M_euc must be the
+    sort reference on |W|, M_spec the sort reference on |W_hat_r| of the same seeded SVD."""
+    from geora import linalg
+    monkeypatch.setattr(linalg, "KTH_DIRECT_MAX", 0)
+    w = weight((96, 160), 6, dtype)
+    f = geora_init(w, rank=8, rho=0.2, seed=1)
+    u, s, vh = linalg.svd_top(w, 8, seed=1)
+    assert torch.equal(f.mask_euc, bottom_mask(w.float(), 0.2))
+    assert torch.equal(f.mask_spec, bottom_mask((u * s) @ vh, 0.2))
+
+
+@pytest.mark.parametrize("spectrum", ["powerlaw", "flat"])
+def test_default_factors_capture_w_geo_energy(spectrum):
+    w = powerlaw_weight((256, 384), 7) if spectrum == "powerlaw" else weight((256, 384), 7)
+    for niter, ok in ((None, True), (0, False)):
+        f = geora_init(w, rank=16, niter=niter)
+        w_geo = w * (f.mask_spec | f.mask_euc)
+        top = torch.linalg.svdvals(w_geo)[:16].pow(2).sum()
+        q = torch.linalg.qr(f.B).Q
+        ratio = float((q.T @ w_geo).pow(2).sum() / top)
+        assert (ratio >= 0.995) == ok, (niter, ratio)      # a forced 0 steps falls short
+
+
+def test_default_path_bitwise_reproducible():
+    w = powerlaw_weight((120, 200), 8)
+    a, b, c = geora_init(w, rank=8, seed=4), geora_init(w, rank=8, seed=4), geora_init(
+        w, rank=8, seed=5)
+    for key in ("A", "B", "residual", "mask_spec", "mask_euc"):
+        assert torch.equal(getattr(a, key), getattr(b, key)), key
+    assert not torch.equal(a.A, c.A)
