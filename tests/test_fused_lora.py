@@ -56,13 +56,14 @@ def test_fp32_outputs_and_gradients_equal_peft(tiny_input_ids):
     assert not torch.allclose(grads[name] * 1.01, grads_ref[name], atol=1e-6, rtol=1e-4)
 
 
-def test_low_rank_linear_passes_gradcheck_and_a_wrong_backward_fails_it():
+@pytest.mark.parametrize("merge", [False, True], ids=["separate", "merged-weight"])
+def test_low_rank_linear_passes_gradcheck_and_a_wrong_backward_fails_it(merge):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 5, dtype=torch.float64, generator=g, requires_grad=True)
     w, bias = torch.randn(4, 5, dtype=torch.float64, generator=g), torch.randn(4, dtype=torch.float64)
     a = torch.randn(2, 5, dtype=torch.float64, generator=g, requires_grad=True)
     b = torch.randn(4, 2, dtype=torch.float64, generator=g, requires_grad=True)
-    args = (x, w, bias, a, b, 0.7, torch.float64)
+    args = (x, w, bias, a, b, 0.7, torch.float64, merge)
     assert torch.autograd.gradcheck(LowRankLinear.apply, args)
 
     class WrongGradA(LowRankLinear):
