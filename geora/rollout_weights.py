@@ -123,10 +123,6 @@ class MergedAdapters:
             for key in set(getattr(layer, "_caches", {})) - caches:
                 layer._caches.pop(key)
 
-    @property
-    def active(self) -> bool:
-        return bool(self._saved)
-
 
 @contextmanager
 def merged_adapters(model: nn.Module) -> Iterator[MergedAdapters]:
@@ -135,11 +131,12 @@ def merged_adapters(model: nn.Module) -> Iterator[MergedAdapters]:
     >>> from peft import LoraConfig, get_peft_model
     >>> base = nn.Sequential(nn.Linear(4, 4))
     >>> model = get_peft_model(base, LoraConfig(target_modules=["0"], init_lora_weights=False))
-    >>> w = model.base_model.model[0].base_layer.weight.data
+    >>> weight = model.base_model.model[0].base_layer.weight
+    >>> ptr, bits = weight.data_ptr(), weight.detach().clone()
     >>> with merged_adapters(model):
-    ...     merged = model.base_model.model[0].merged
-    >>> merged, model.base_model.model[0].base_layer.weight.data is w
-    (True, True)
+    ...     merged = model.base_model.model[0].merged, weight.data_ptr() == ptr
+    >>> merged, weight.data_ptr() == ptr and torch.equal(weight, bits)
+    ((True, False), True)
     """
     state = MergedAdapters(model).merge()
     try:

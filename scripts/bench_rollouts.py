@@ -97,6 +97,7 @@ def main(argv=None) -> dict:
     configs = [("plain", "plain", False), ("plain/control", "plain/control", False)]
     configs += [(f"{m}/{kind}", m, kind == "merged") for m in methods for kind in ("unmerged", "merged")]
     samples: dict[str, list[tuple[float, float]]] = {key: [] for key, _, _ in configs}
+    load_before = os.getloadavg()
     exact = True
     order_rng = random.Random(0)
     with torch.no_grad():
@@ -130,6 +131,7 @@ def main(argv=None) -> dict:
                   "shared machine). ratio_to_plain: median over repeats of the ratio to the "
                   "plain model in the same repeat; best_ratio_to_plain: best over best",
         "weights_bitwise_restored": exact,
+        "load_average_1min": {"start": load_before[0], "end": os.getloadavg()[0]},
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} "
                    f"torch threads, torch {torch.__version__}",
         "results": rows,

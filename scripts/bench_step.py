@@ -29,7 +29,8 @@ does with bf16=True. Adapters: r = --rank (16), alpha = r, all linear layers but
 
 Time: median over --steps after --warmup steps, torch.cuda.synchronize()d on GPU; on a CPU
 each round runs every method once in a shuffled order (all models alive), so a busy machine
-slows them alike, and process CPU time is recorded beside wall time. Memory: on CUDA,
+slows them alike, ratios are medians of the per-round ratios, and process CPU time is
+recorded beside wall time. Memory: on CUDA,
 torch.cuda.max_memory_allocated of each method run alone (models built one after the
 other); everywhere, an estimate = parameters + gradients + optimizer state + the tensors
 autograd saves for backward during one step (storages counted once, parameters excluded),
@@ -41,6 +42,7 @@ import argparse
 import contextlib
 import gc
 import json
+import os
 import platform
 import random
 import statistics
@@ -269,25 +271,30 @@ def measure(methods: list[str], cfg: dict, args) -> dict[str, dict]:
     return done
 
 
+TIMES = {"step_s": "wall", "cpu_step_s": "cpu", "generation_s": "gen", "update_s": "update"}
+
+
 def summarise(run) -> dict:
-    med = lambda xs: statistics.median(xs) if xs else None
-    out = {"step_s": med(run["wall"]), "cpu_step_s": med(run["cpu"]),
-           "samples_s": run["wall"], "trainable_params": run["trainable"],
-           "memory_estimate_gib": run["memory_estimate_gib"]}
-    if run["gen"]:
-        out.update(generation_s=med(run["gen"]), update_s=med(run["update"]))
+    out = {key: statistics.median(run[src]) for key, src in TIMES.items() if run[src]}
+    out.update(trainable_params=run["trainable"], memory_estimate_gib=run["memory_estimate_gib"],
+               samples={key: run[src] for key, src in TIMES.items() if run[src]})
     if "peak_gib" in run:
         out["peak_gib"] = run["peak_gib"]
     return out
 
 
-def add_ratios(results: dict[str, dict], reference: str) -> None:
+def add_ratios(results: dict[str, dict], reference: str, paired: bool) -> None:
+    """`<name>_ratio` = value / reference's. Times, when `paired` (CPU rounds): the median
+    over rounds of the ratio within each round; else the ratio of the medians."""
     ref = results[reference]
     for r in results.values():
-        for key in ("step_s", "cpu_step_s", "generation_s", "update_s", "memory_estimate_gib",
-                    "peak_gib"):
-            if r.get(key) is not None and ref.get(key):
-                r[f"{key.rsplit('_', 1)[0]}_ratio"] = r[key] / ref[key]
+        for key in list(TIMES) + ["memory_estimate_gib", "peak_gib"]:
+            if r.get(key) is None or not ref.get(key):
+                continue
+            ratio = r[key] / ref[key]
+            if paired and key in TIMES:
+                ratio = statistics.median(a / b for a, b in zip(r["samples"][key], ref["samples"][key]))
+            r[f"{key.rsplit('_', 1)[0]}_ratio"] = ratio
 
 
 def parse_args(argv=None):
@@ -332,8 +339,9 @@ def main(argv=None) -> dict:
         value = getattr(args, key, None)
         if value is not None:
             (cfg["model"] if key in cfg["model"] else cfg)[key] = value
+    load_before = os.getloadavg()
     results = measure(args.methods, cfg, args)
-    add_ratios(results, args.methods[0])
+    add_ratios(results, args.methods[0], paired=not args.device.startswith("cuda"))
     import peft
     import transformers
 
@@ -346,6 +354,8 @@ def main(argv=None) -> dict:
         "steps": args.steps, "memory": ("peak_gib: torch.cuda.max_memory_allocated; " if
                                         args.device.startswith("cuda") else "") +
         "memory_estimate_gib: params + grads + optimizer state + saved activations",
+        "load_average_1min": {"start": load_before[0], "end": os.getloadavg()[0],
+                              "cpu_count": os.cpu_count()},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "peft": peft.__version__, "python": platform.python_version()},
         "methods": results,
