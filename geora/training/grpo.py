@@ -181,12 +181,22 @@ def build_trainer(model, tokenizer, train_dataset, train: Mapping[str, Any], *, 
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import GRPOTrainer
 
+    from geora.fused_lora import enable_fused_lora
+    from geora.training.rollouts import FastRolloutGRPOTrainer
+
+    # Both change speed, not the maths (README "Performance"): PEFT's LoRA layers run one
+    # autograd.Function (no-op for a model without lora.Linear, e.g. fullft, sparseft;
+    # DoRA/AdaLoRA layers keep PEFT's forward), and rollouts generate with the adapters
+    # merged into copies of the weights, the original tensors put back bitwise afterwards.
+    if train.get("fused_lora", True):
+        enable_fused_lora(model)
+    trainer_class = FastRolloutGRPOTrainer if train.get("merged_rollouts", True) else GRPOTrainer
     args = grpo_config(train, output_dir=output_dir, seed=seed, device=device,
                        report_to=report_to, world_size=process_count(),
                        enable_thinking=enable_thinking)
-    trainer = GRPOTrainer(model=model, reward_funcs=get_rewards(train["rewards"]), args=args,
-                          train_dataset=train_dataset, processing_class=tokenizer,
-                          callbacks=list(callbacks) + kind_of(model).trainer_callbacks(model))
+    trainer = trainer_class(model=model, reward_funcs=get_rewards(train["rewards"]), args=args,
+                            train_dataset=train_dataset, processing_class=tokenizer,
+                            callbacks=list(callbacks) + kind_of(model).trainer_callbacks(model))
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(RewardProgress())
