@@ -33,12 +33,12 @@ DEFAULT_METHODS = "lora,geora,pissa,milora,dora,adalora,sparseft,fullft"
 
 def micro_prompts(tokenizer, n: int):
     """n micro_math training questions as the chat prompts TRL would send, left-padded."""
-    from geora.data.loaders import make_prompt
     from geora.data.micro import make_split
+    from geora.prompts import chat_prompt
 
-    texts = [tokenizer.apply_chat_template(make_prompt(r["question"]), tokenize=False,
+    texts = [tokenizer.apply_chat_template(chat_prompt(r["question"], suffix=""), tokenize=False,
                                            add_generation_prompt=True)
-             for r in make_split("math", "train", n)]
+             for r in make_split("math", "train", n)]   # micro: bare questions (suffix "")
     tokenizer.padding_side = "left"
     return tokenizer(texts, return_tensors="pt", padding=True)
 

@@ -187,7 +187,8 @@ def train_overrides(method: str, cpu: bool, tokenizer: Path, run_dir: Path) -> l
     common = ["model=qwen3_0_6b", "model.random_init=true", f"model.tokenizer_path={tokenizer}",
               "data=deepmath_103k", f"data.local_path={FIXTURE}", "data.test_size=1",
               f"method={method}", "eval=none", "eval_before=false", "logger=none",
-              "train.num_generations=4", "train.prompts_per_step=2", "train.save_steps=100",
+              "train.num_generations=4", "train.prompts_per_step=2",
+              "train.gradient_accumulation_steps=1", "train.save_steps=100",
               "train.logging_steps=1", "train.check_frozen=true", f"hydra.run.dir={run_dir}"]
     if cpu:   # a 2-layer Qwen3 of the same vocabulary; TRL's bf16 does not run on the CPU
         return common + ["device=cpu", "train.max_steps=1", "train.max_completion_length=8",

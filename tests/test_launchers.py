@@ -119,7 +119,7 @@ def test_accelerate_two_processes(tmp_path):
     assert [r["step"] for r in log if "loss" in r] == [1, 2]
     assert len(log) == 3 and "train_runtime" in log[-1]
     names = sorted(p.name for p in run_dir.iterdir())
-    assert names == sorted(["adapter", "checkpoints", "config.yaml", "export", "overrides.yaml",
+    assert names == sorted(["adapter", "analysis", "checkpoints", "config.yaml", "export", "overrides.yaml",
                             "results.json", "run.log", "train_log.jsonl"]), names
     assert not list(run_dir.rglob(".*tmp*"))                         # no temporary leftovers
 

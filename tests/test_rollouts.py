@@ -23,8 +23,8 @@ KINDS = {"lora": {}, "geora": {}, "dora": {}, "adalora": {"total_step": 10}, "sp
 
 def prepared(method, dtype=torch.float32, seed=0):
     """A tiny prepared model whose trainable tensors have moved (as after training)."""
-    model = geora.prepare_model(build_tiny_qwen3(seed=seed).to(dtype), method, rank=4,
-                                **KINDS.get(method, {}))
+    options = KINDS.get(method, {}) if method == "fullft" else {"rank": 4, **KINDS.get(method, {})}
+    model = geora.prepare_model(build_tiny_qwen3(seed=seed).to(dtype), method, **options)
     torch.manual_seed(seed + 1)
     with torch.no_grad():
         for p in model.parameters():

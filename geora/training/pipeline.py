@@ -179,9 +179,9 @@ def start(cfg: DictConfig, run_dir, overrides: list[str] | None) -> Run:
     train_data = load_train_data(cfg) if trains(cfg) else None
     # Under `accelerate launch` the main process alone checks, clears and writes the folder;
     # the others start once it is ready and resume from the same checkpoint.
+    folder.path.mkdir(parents=True, exist_ok=True)
     resume_from = None
     if is_main_process():
-        folder.path.mkdir(parents=True, exist_ok=True)
         resume_from = prepare_run_dir(cfg, folder)
         if overrides is not None:
             folder.write_overrides(overrides)
