@@ -1,5 +1,6 @@
 """Every paper experiment, shrunk to run on a CPU, then every paper table and figure built
-from its run folders and checked: each row and column of the paper's tables holds a number.
+from its run folders and checked: each row and column of the paper's tables holds a number
+(of S_Head, present: after one step of a random model it is 0/0; UNDEFINED_AFTER_ONE_STEP).
 
     python scripts/paper_dry_run.py                                  # all (make paper-dry-run)
     python scripts/paper_dry_run.py --experiments paper_main_qwen3_8b --out /tmp/dry
@@ -53,14 +54,15 @@ EXPERIMENTS = {
     "paper_sizes": ("deepmath_103k", "${model.name}_${method.name}"),
 }
 # table -> (the experiments it reads, required rows (our method names), required columns;
-# None: every column of the table). Every cell the paper reports is required as well.
+# None: every column of the table; "sweep": the experiment's swept methods / learning rates).
+# Every cell the paper reports is required as well.
 TABLES = {
     "main": (("paper_main_qwen3_8b",), MAIN_METHODS, MAIN_BENCHMARKS),
     "ablation": (("paper_ablation_qwen3_4b",), ABLATION_METHODS, None),
     "domains": (("paper_medical_qwen3_8b", "paper_code_qwen3_8b"), ("geora", "lora"), None),
     "efficiency": (("paper_main_qwen3_8b",), TRAINED_METHODS, None),
     "analysis": (("paper_main_qwen3_8b",), (), ()),
-    "lr": (("paper_lr_qwen3_4b",), "sweep", None),
+    "lr": (("paper_lr_qwen3_4b",), "sweep", "sweep"),
     "sizes": (("paper_sizes",), "sweep", ABLATION_AVG),
 }
 # Cells that must be present but may be empty here: one GRPO step of a random model earns no
@@ -79,7 +81,8 @@ def sweep(experiment: str) -> dict[str, list[str]]:
 def job_command(experiment: str, out: Path, overrides: list[str] = ()) -> list[str]:
     data, subdir = EXPERIMENTS[experiment]
     extra = ["train.allow_code_execution=true"] if data == "kodcode_light_rl_10k" else []
-    return [sys.executable, "run.py", "-m", f"experiment={experiment}", *SHRINK, *extra,
+    # train.overwrite=true: a second dry run replaces the first's folders (as `make demo`)
+    return [sys.executable, "run.py", "-m", f"experiment={experiment}", *SHRINK, *extra, "train.overwrite=true",
             f"data.local_path=tests/fixtures/train/{data}.jsonl",
             f"hydra.sweep.dir={out / experiment}", f"hydra.sweep.subdir={subdir}", *overrides]
 
@@ -92,6 +95,8 @@ def required_cells(table: str, frame: pd.DataFrame) -> set[tuple[str, str, str]]
     cells = set(zip(paper["section"], paper["method"], paper["column"]))
     if rows == "sweep":
         rows = sweep(experiments[0])["method"]
+    if columns == "sweep":     # analysis.paper_tables.build_lr's column labels
+        columns = [f"lr={float(lr):g}" for lr in sweep(experiments[0])["train.learning_rate"]]
     for section in frame["section"].unique():
         ours = frame[(frame["source"] == "ours") & (frame["section"] == section)]
         cols = ours["column"].unique() if columns is None else columns

@@ -79,10 +79,14 @@ def test_every_job_of_every_experiment_fills_every_table(tmp_path, capsys):
     # ... and a missing run is named, cell by cell, in every table that needs it
     shutil.rmtree(tmp_path / "paper_main_qwen3_8b" / "sparseft")
     shutil.rmtree(tmp_path / "paper_sizes" / "llama3_1_8b_geora")
-    gaps = script.build(tmp_path, ("main", "efficiency", "analysis", "sizes"), with_figures=False)
-    assert sorted({g.split(" / ")[0] for g in gaps}) == ["efficiency: sparseft", "main: sparseft", "sizes: geora"]
-    assert len(gaps) == 7 + 6 + 4, gaps    # main's 7 benchmarks, efficiency's 6 columns, 4 math
+    shutil.rmtree(tmp_path / "paper_lr_qwen3_4b" / "milora_1e-3")
+    gaps = script.build(tmp_path, ("main", "efficiency", "analysis", "sizes", "lr"), with_figures=False)
+    assert sorted({g.split(" / ")[0] for g in gaps}) == [
+        "efficiency: sparseft", "lr: milora", "main: sparseft", "sizes: geora"], gaps
+    # main's 7 benchmarks, efficiency's 6 columns, sizes' 4 math scores, lr's 5 sections
+    assert len(gaps) == 7 + 6 + 4 + 5, gaps
     assert all("llama3_1_8b" in g for g in gaps if g.startswith("sizes"))
+    assert all("lr=0.001" in g for g in gaps if g.startswith("lr"))
 
 
 @pytest.mark.slow
