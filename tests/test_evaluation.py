@@ -197,8 +197,6 @@ def _completions(out_dir: Path) -> list:
 def test_run_folder_export_matches_the_live_model(tmp_path):
     """A run folder's export/ (a PEFT LoRA on the original base) generates exactly what the
     live adapted model generates; a plain model folder goes through lm-eval's `hf` loader."""
-    import importlib.util
-
     import torch
     from omegaconf import OmegaConf
     from peft import LoraConfig, get_peft_model
@@ -207,10 +205,7 @@ def test_run_folder_export_matches_the_live_model(tmp_path):
     from conftest import build_tiny_qwen3
     from geora.evaluation import evaluate_in_memory
 
-    spec = importlib.util.spec_from_file_location(
-        "evaluate_script", Path(__file__).parents[1] / "scripts" / "evaluate.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _evaluate_script()
 
     tok = AutoTokenizer.from_pretrained(Path(__file__).parents[1] / "geora" / "assets" / "micro")
     base_dir, run_dir = tmp_path / "base", tmp_path / "run"
