@@ -31,11 +31,12 @@ from analysis.paper_tables import (ABLATION_AVG, ABLATION_METHODS, MAIN_BENCHMAR
                                    MAIN_METHODS, TRAINED_METHODS)
 
 # The one list of overrides that shrinks a paper job to seconds on a CPU. vocab_size is the
-# Qwen3 tokenizer's (Llama's own 128256 is smaller than the tokenizer's 151669 ids).
+# Qwen3 tokenizer's (Llama's own 128256 is smaller than the tokenizer's 151669 ids); every
+# linear layer has both sides >= 32 (k_proj: 1 head x 32 -> hidden 32), the largest rank swept.
 SHRINK = """
 model.random_init=true model.tokenizer_path=bundled:qwen3 model.dtype=float32
 model.arch.vocab_size=151936 model.arch.hidden_size=32 model.arch.num_hidden_layers=2
-model.arch.num_attention_heads=2 model.arch.num_key_value_heads=1 model.arch.head_dim=16
+model.arch.num_attention_heads=2 model.arch.num_key_value_heads=1 model.arch.head_dim=32
 model.arch.intermediate_size=64 model.arch.tie_word_embeddings=true device=cpu cpu_threads=1
 train.bf16=false train.gradient_checkpointing=false train.max_steps=1 train.num_generations=2
 train.prompts_per_step=2 train.gradient_accumulation_steps=1 train.max_completion_length=8
@@ -159,8 +160,8 @@ def build(out: Path, tables_: tuple[str, ...] = tuple(TABLES), with_figures: boo
         gaps += check_table(table, csv)
     for figure, experiment in FIGURES.items() if with_figures else ():
         if (out / experiment).is_dir():
-            cli(figures, [str(out / experiment), "--out", str(out / "figures")])
-            if not (out / "figures" / f"{figure}.png").is_file():
+            cli(figures, [str(out / experiment), "--out", str(out / "figures" / experiment)])
+            if not (out / "figures" / experiment / f"{figure}.png").is_file():
                 gaps.append(f"figure {figure} was not written from {out / experiment}")
     return gaps if built else gaps + [f"no table built: no paper experiment folder under {out}"]
 
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS), choices=list(EXPERIMENTS),
                    metavar="NAME", help=f"which to run (default: all: {', '.join(EXPERIMENTS)})")
     p.add_argument("--out", type=Path, default=Path("multirun/paper_dry_run"),
-                   help="sweep folders go to OUT/<experiment>, tables to OUT/tables, figures to OUT/figures")
+                   help="sweep folders go to OUT/<experiment>, tables to OUT/tables, figures to OUT/figures/<experiment>")
     p.add_argument("--override", nargs="+", default=[], metavar="KEY=VALUE",
                    help="more Hydra overrides for every job, e.g. method=base,geora (a smaller sweep)")
     p.add_argument("--tables-only", action="store_true", help="build and check the tables of OUT; run nothing")

@@ -37,9 +37,11 @@ ANALYSIS = {"k": 16, "default_reading": "either", "readings": ["either"],
 MASKS = {"aggregate": {"frac_a": 0.2, "frac_b": 0.2, "intersection": 0.1, "union": 0.3, "jaccard": 0.33}}
 
 
-def write_sweeps(script, root: Path) -> int:
-    """One run folder per job of every paper experiment (see the module docstring)."""
-    jobs = 0
+def write_sweeps(script, root: Path) -> tuple[int, int]:
+    """One run folder per job of every paper experiment (see the module docstring); the
+    number of jobs and by how much the shrunk model's narrowest linear layer exceeds the
+    largest adapter rank of any job (>= 0: every rank fits)."""
+    jobs, spare = 0, []
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         for experiment, (data, _) in script.EXPERIMENTS.items():
             shrunk = compose("config", overrides=[f"experiment={experiment}", *script.SHRINK,
@@ -50,6 +52,10 @@ def write_sweeps(script, root: Path) -> int:
                 for key, value in zip(sweep, values):
                     key = {"method": "method.name", "model": "model.name"}.get(key, key)
                     OmegaConf.update(cfg, key, value if key.endswith("name") else float(value))
+                a = cfg.model.arch     # Qwen3/Llama linears: hidden, heads x head_dim, MLP width
+                sides = (a.hidden_size, a.num_attention_heads * a.head_dim,
+                         a.num_key_value_heads * a.head_dim, a.intermediate_size)
+                spare.append(min(sides) - (cfg.method.get("rank") or 0))
                 run = RunFolder(root / experiment / "_".join(values))
                 run.write_config(cfg)
                 trained = cfg.method.name != BASE_METHOD
@@ -66,16 +72,17 @@ def write_sweeps(script, root: Path) -> int:
                     run.adapter.mkdir()
                     (run.adapter / "mask_stats.json").write_text(json.dumps(MASKS))
                 jobs += 1
-    return jobs
+    return jobs, min(spare)
 
 
 def test_every_job_of_every_experiment_fills_every_table(tmp_path, capsys):
     script = _script()
-    assert write_sweeps(script, tmp_path) == 73
+    jobs, spare = write_sweeps(script, tmp_path)
+    assert jobs == 73 and spare >= 0, (jobs, spare)
     script.main(["--tables-only", "--out", str(tmp_path)])       # SystemExit on any gap
     assert capsys.readouterr().out.endswith("every paper table has all its rows and columns\n")
-    for figure in script.FIGURES:
-        assert (tmp_path / "figures" / f"{figure}.png").is_file()
+    for figure, experiment in script.FIGURES.items():
+        assert (tmp_path / "figures" / experiment / f"{figure}.png").is_file()
     # ... and a missing run is named, cell by cell, in every table that needs it
     shutil.rmtree(tmp_path / "paper_main_qwen3_8b" / "sparseft")
     shutil.rmtree(tmp_path / "paper_sizes" / "llama3_1_8b_geora")
