@@ -1,7 +1,7 @@
 """scripts/paper_dry_run.py (make paper-dry-run): every paper experiment shrunk onto the CPU,
 then every table built and checked for the paper's rows and columns.
 
-The whole dry run (73 jobs, ~40 min on 2 cores) and one real job are `slow`. The default run
+The whole dry run (73 jobs, ~35 min on 2 busy cores) and one real job are `slow`. The default run
 keeps the step from the experiment configs to the tables: one run folder per job of every
 sweep, its config.yaml composed from the experiment with the shrink overrides (the swept
 keys set per job) and a results.json with made-up numbers for exactly the tasks the job
@@ -118,7 +118,7 @@ def test_one_real_job_fills_its_cells_and_the_check_names_the_rest(tmp_path, cap
 
 @pytest.mark.slow
 def test_every_paper_experiment_and_table(tmp_path):
-    """make paper-dry-run: 73 shrunk jobs (~40 min on a 2-core CPU), then every table."""
+    """make paper-dry-run: 73 shrunk jobs (~35 min on a busy 2-core CPU), then every table."""
     _script().main(["--out", str(tmp_path)])     # raises SystemExit naming any gap
     for table in ("main", "ablation", "domains", "efficiency", "analysis", "lr", "sizes"):
         assert (tmp_path / "tables" / f"{table}.csv").is_file(), table
