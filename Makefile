@@ -3,12 +3,15 @@
 #               worker per core (pytest-xdist): each test is single-threaded.
 # make demo:    install, then `python run.py` (the micro RLVR study on the CPU), started afresh
 #               each time (train.overwrite=true: the demo folder is replaced).
+# make paper-dry-run: install, then every paper experiment shrunk onto the CPU (73 jobs of a
+#               random-init two-layer model on the fixture data) and every paper table built
+#               from them and checked for the paper's rows and columns (multirun/paper_dry_run).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo clean
+.PHONY: install test test-slow demo paper-dry-run clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,6 +22,9 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+paper-dry-run: install
+	$(BIN)/python scripts/paper_dry_run.py
 
 test: install
 	$(BIN)/python -m pytest -q -n auto

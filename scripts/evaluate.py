@@ -7,25 +7,28 @@
 
 What is scored: the model of `model` (hub id, local_path, bundled asset, or random_init);
 a merged model is a folder, so `model.local_path=DIR`; or a trained run (`run_dir=`),
-through its export/ LoRA on the original base (never the residual base) or its adapter/.
+through its export/ LoRA on the original base (never the residual base) or its adapter/;
+a Base-row record (method "base") is its untrained model. The run's model config replaces
+`model` (its chat mode, model.enable_thinking, is the one scored).
 A run's evaluation is recorded in the run folder, evals/<eval.name>/ (written whole or not
 at all), where `python -m analysis.tables` finds it. Prints in-domain and out-of-domain
 scores (percent) and where the summary (eval_results.json) went.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import warnings
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
 from geora.evaluation.harness import SUMMARY_FILE  # noqa: E402
-from geora.training.rundir import AFTER, BEFORE, RunFolder  # noqa: E402
+from geora.training.rundir import AFTER, BASE_METHOD, BEFORE, RunFolder  # noqa: E402
 
 log = logging.getLogger("geora.evaluate")
 # As in run.py: conf/hydra/launcher/*.yaml share names with the launchers' schemas.
@@ -33,11 +36,14 @@ warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigSto
 
 
 def _run_target(run: RunFolder):
-    """(model config, export dir or None, adapter dir or None) of a run folder."""
+    """(model config, export dir or None, adapter dir or None) of a run folder; a Base-row
+    record (results.json method "base": the untrained model) has neither."""
     run_cfg = run.read_config()
     if run_cfg is None:
         raise FileNotFoundError(f"run_dir={str(run.path)!r} has no {RunFolder.CONFIG}: not a "
                                 f"run folder")
+    if (run.read_results() or {}).get("method") == BASE_METHOD:
+        return run_cfg.model, None, None
     export = run.export if (run.export / "adapter_config.json").is_file() else None
     adapter = run.adapter if run.adapter.is_dir() else None
     if export is None and adapter is None:
@@ -63,15 +69,19 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, float]:
     from geora.evaluation import EvalSettings, build_specs
     from geora.models import resolve_device
 
+    run = run_folder(cfg)
+    if run is not None:   # the run's own model replaces `model`, also where eval reads it
+        model_cfg, export, adapter = _run_target(run)
+        cfg = copy.deepcopy(cfg)   # (eval.enable_thinking interpolates model.enable_thinking)
+        with open_dict(cfg):
+            cfg.model = model_cfg
     # Bad settings, refused code execution and missing data fail here, before any loading.
     build_specs(EvalSettings.from_config(cfg.eval))
     device = resolve_device(str(cfg.device))
-    run = run_folder(cfg)
     if run is None:
         return _score(cfg, cfg.model, None, None, out_dir, device)
-    model_cfg, export, adapter = _run_target(run)
     with run.new_evaluation(str(cfg.eval.name)) as tmp:   # replaced only when complete
-        return _score(cfg, model_cfg, export, adapter, tmp, device)
+        return _score(cfg, cfg.model, export, adapter, tmp, device)
 
 
 def _score(cfg: DictConfig, model_cfg, export: Path | None, adapter: Path | None,

@@ -179,6 +179,16 @@ def _compose(overrides):
         return compose("evaluate", overrides=overrides)
 
 
+def _evaluate_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "evaluate_script", Path(__file__).parents[1] / "scripts" / "evaluate.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
 def _completions(out_dir: Path) -> list:
     rows = (out_dir / "samples_geora_micro_sort.jsonl").read_text().splitlines()
     return [json.loads(r)["resps"] for r in rows]
@@ -187,8 +197,6 @@ def _completions(out_dir: Path) -> list:
 def test_run_folder_export_matches_the_live_model(tmp_path):
     """A run folder's export/ (a PEFT LoRA on the original base) generates exactly what the
     live adapted model generates; a plain model folder goes through lm-eval's `hf` loader."""
-    import importlib.util
-
     import torch
     from omegaconf import OmegaConf
     from peft import LoraConfig, get_peft_model
@@ -197,10 +205,7 @@ def test_run_folder_export_matches_the_live_model(tmp_path):
     from conftest import build_tiny_qwen3
     from geora.evaluation import evaluate_in_memory
 
-    spec = importlib.util.spec_from_file_location(
-        "evaluate_script", Path(__file__).parents[1] / "scripts" / "evaluate.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _evaluate_script()
 
     tok = AutoTokenizer.from_pretrained(Path(__file__).parents[1] / "geora" / "assets" / "micro")
     base_dir, run_dir = tmp_path / "base", tmp_path / "run"
@@ -254,3 +259,49 @@ def test_micro_eval_on_bundled_model_is_in_band(tmp_path):
     assert n["geora_micro_math"]["effective"] == 200 and n["geora_micro_sort"]["effective"] == 100
     rerun = OmegaConf.merge(eval_cfg, {"log_samples": False})
     assert evaluate_in_memory(model, tok, rerun, None) == scores
+
+
+@pytest.mark.parametrize("thinking", [True, False])
+def test_run_dir_scores_in_the_runs_chat_mode(tmp_path, monkeypatch, thinking):
+    """With run_dir=, eval.enable_thinking follows the run's model config, not `model`'s
+    (model=micro says null)."""
+    from omegaconf import OmegaConf
+
+    script = _evaluate_script()
+    seen = {}
+    monkeypatch.setattr(script, "_score", lambda cfg, model_cfg, *a: seen.update(
+        eval=cfg.eval.enable_thinking, model=model_cfg.enable_thinking) or {})
+    run_dir = tmp_path / "run"
+    (run_dir / "adapter").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"model": {"name": "tiny", "enable_thinking": thinking}}),
+                   run_dir / "config.yaml")
+    script.evaluate(_compose(["eval.tasks=[micro_sort]", f"run_dir={run_dir}"]), tmp_path / "unused")
+    assert seen == {"eval": thinking, "model": thinking}
+
+
+def test_base_record_scores_its_untrained_model(tmp_path):
+    """A Base-row record (results.json method "base", no adapter/ nor export/) is scored as
+    its model config: the same completions as the plain model, recorded in the run folder."""
+    from omegaconf import OmegaConf
+    from transformers import AutoTokenizer
+
+    from conftest import build_tiny_qwen3
+    from geora.training.rundir import BASE_METHOD, RunFolder
+
+    script = _evaluate_script()
+    base_dir = tmp_path / "base"
+    build_tiny_qwen3(seed=5).save_pretrained(base_dir)
+    AutoTokenizer.from_pretrained(MICRO_DIR).save_pretrained(base_dir)
+    run = RunFolder(tmp_path / "run")
+    run.write_config(OmegaConf.create({"model": {"name": "tiny", "local_path": str(base_dir),
+                                                 "dtype": "float32"}}))
+    small = ["eval.tasks=[micro_sort]", "eval.limit=3", "eval.max_gen_toks=6"]
+    with pytest.raises(FileNotFoundError, match="neither export/ nor adapter/"):   # a trained run's
+        script.evaluate(_compose(small + [f"run_dir={run.path}"]), tmp_path / "unused")
+    run.write_results({"status": "finished", "method": BASE_METHOD, "model": "tiny", "train": None,
+                       "eval": {}, "adapter": None, "export": None})
+    scores = script.evaluate(_compose(small + [f"run_dir={run.path}"]), tmp_path / "unused")
+    assert run.later_evaluations() == {"micro": scores}
+    script.evaluate(_compose(small + [f"model.local_path={base_dir}", "model.bundled=null"]),
+                    tmp_path / "plain")
+    assert _completions(run.evaluation("micro")) == _completions(tmp_path / "plain")
