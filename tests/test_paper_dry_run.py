@@ -1,8 +1,9 @@
 """scripts/paper_dry_run.py (make paper-dry-run): every paper experiment shrunk onto the CPU,
 then every table built and checked for the paper's rows and columns.
 
-The whole dry run (73 jobs, ~35 min on 2 busy cores) and one real job are `slow`. The default run
-keeps the step from the experiment configs to the tables: one run folder per job of every
+The whole dry run (73 jobs, ~35 min on 2 busy cores) is `slow`. The default run keeps one
+real shrunk job (GeoRA of the medical experiment, through run.py to its table cell) and the
+step from the experiment configs to the tables: one run folder per job of every
 sweep, its config.yaml composed from the experiment with the shrink overrides (the swept
 keys set per job) and a results.json with made-up numbers for exactly the tasks the job
 evaluates; every table must be complete, and one missing run must be named."""
@@ -96,7 +97,6 @@ def test_every_job_of_every_experiment_fills_every_table(tmp_path, capsys):
     assert all("lr=0.001" in g for g in gaps if g.startswith("lr"))
 
 
-@pytest.mark.slow
 def test_one_real_job_fills_its_cells_and_the_check_names_the_rest(tmp_path, capsys):
     """GeoRA alone of the medical experiment: its MedQA cell holds a number; the check fails
     naming LoRA's cells and the code half (not run), and nothing of GeoRA's MedQA."""
