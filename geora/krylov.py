@@ -22,8 +22,10 @@ import torch
 # top-r energy is <= RSVD_TOL (at most RSVD_MAX_STEPS steps). Measured on 4096x4096 and
 # 1024x2048 weights (scripts/bench_init.py): the Gaussian (flat) spectrum needs 7-9 steps
 # for >= 0.995 of the exact top-16 energy, a power law sigma_i ~ (1+i)^-0.5 needs 2-4.
+# RSVD_TOL 4e-3 (not 2e-3): on a flat 4096x4096 spectrum 8 steps instead of 9 per
+# decomposition, W_geo energy 0.9979 instead of 0.9991 (the estimate is conservative ~2x).
 RSVD_OVERSAMPLE = 16
-RSVD_TOL = 2e-3
+RSVD_TOL = 4e-3
 RSVD_MAX_STEPS = 40
 RSVD_SETTLE_STEPS = 3      # W_hat_r for M_spec: up to 3 more steps while it still moves
 RSVD_SETTLE_TOL = 1e-2     # by more than 1% per step (see `_AdaptiveStop`)
