@@ -154,8 +154,8 @@ def svd_top(weight: torch.Tensor, rank: int, *, method: str = "randomized",
     method="exact": torch.linalg.svd. method="randomized": seeded block Krylov iteration
     (geora.krylov.block_krylov_svd) with blocks of r + `oversample` columns (default
     r + 16); `niter` None stops adaptively once the estimated missing share of the top-r
-    energy is below `tol` (default geora.krylov.RSVD_TOL, 4e-3), an int runs exactly that many Krylov steps
-    (0 = the plain randomized range finder). The probes come from a private generator
+    energy is below `tol` (default geora.krylov.RSVD_TOL, 4e-3), an int runs exactly that
+    many Krylov steps (0 = the plain randomized range finder). The probes come from a private generator
     seeded by `seed`, so the result is reproducible (bitwise, on the same device) and the
     caller's random state is untouched.
     """
