@@ -12,7 +12,7 @@ layers, so `LowRankLinear` does it in one autograd.Function:
 
     forward   xa = x A^T (T, r);  out = x W^T (+ bias) + s * xa B^T   (one addmm_)
     backward  gB = g B (T, r);  grad_x = g W + s * gB A   (one addmm_, no second pass)
-              grad_A = s * gB^T x (r, in);  grad_B = s * (xa^T g)^T (out, r);  no weight grad
+              grad_A = s * (x^T gB)^T (r, in);  grad_B = s * g^T xa (out, r);  no weight grad
     saved     x (the layer input, once; a view of the caller's tensor when no cast was
               needed) and xa (T, r): no more than PEFT keeps.
     fp32      W + s B A is formed once per call (out x in x r flops, a few % of one matmul
@@ -86,10 +86,12 @@ class LowRankLinear(torch.autograd.Function):
             if not ctx.merge:
                 grad_x.addmm_(gb, a, alpha=s)
             grad_x = grad_x.view(ctx.x_shape).to(ctx.x_dtype)
+        # Both reduce over the T tokens; written so that the big operand (x2, g) is the
+        # transposed left factor, which runs 1.3-1.5x faster on a CPU than gb^T x / xa^T g.
         if ctx.needs_input_grad[3]:
-            grad_a = (gb.t() @ x2).mul_(s).to(lora_a.dtype)    # (r, in)
+            grad_a = (x2.t() @ gb).t().mul_(s).to(lora_a.dtype)    # (r, in), a transposed view
         if ctx.needs_input_grad[4]:
-            grad_b = (xa.t() @ g).t().mul_(s).to(lora_b.dtype)  # (out, r)
+            grad_b = (g.t() @ xa).mul_(s).to(lora_b.dtype)         # (out, r)
         return grad_x, None, None, grad_a, grad_b, None, None, None
 
 
