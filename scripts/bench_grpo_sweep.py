@@ -3,6 +3,7 @@ with this project's defaults), in runs that take turns step by step.
 
     python scripts/bench_grpo_sweep.py                        # fullft,lora,geora; micro; 40 steps
     python scripts/bench_grpo_sweep.py --methods fullft,lora,geora,pissa --steps 60 --json out.json
+    python scripts/bench_grpo_sweep.py --methods fullft,fullft,lora   # a second FullFT run: the noise floor
     python scripts/bench_grpo_sweep.py --out /tmp/sweep -- train.num_generations=4   # + run.py overrides
 
 Why take turns: runs one after the other see the machine at different times. On this
@@ -216,7 +217,8 @@ def summarise(records: dict[str, list[dict]], skip: int) -> dict[str, dict]:
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", default="fullft,lora,geora",
-                    help="comma-separated method names (conf/method); the first is the reference")
+                    help="comma-separated method names (conf/method); the first is the reference; "
+                         "a repeated method runs again (labelled M.2, ...): the noise floor")
     ap.add_argument("--steps", type=int, default=40, help="GRPO steps per run")
     ap.add_argument("--skip", type=int, default=2, help="first steps left out (warm-up)")
     ap.add_argument("--out", default=None, help="run folders and logs (default: a new temp folder)")
@@ -228,11 +230,21 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
     if args.worker is None:
-        if len(args.methods) < 2 or len(set(args.methods)) != len(args.methods):
-            ap.error(f"--methods {','.join(args.methods)!r}: give two or more distinct methods")
+        if len(args.methods) < 2:
+            ap.error(f"--methods {','.join(args.methods)!r}: give two or more runs")
         if args.steps <= args.skip:
             ap.error(f"--steps {args.steps} must exceed --skip {args.skip}")
     return args
+
+
+def run_labels(methods: list[str]) -> list[str]:
+    """One name per run: the method, and M.2, M.3, ... for its repeats."""
+    seen: dict[str, int] = {}
+    labels = []
+    for method in methods:
+        seen[method] = seen.get(method, 0) + 1
+        labels.append(method if seen[method] == 1 else f"{method}.{seen[method]}")
+    return labels
 
 
 def run_overrides(method: str, steps: int, folder: Path, extra: list[str]) -> list[str]:
@@ -254,13 +266,13 @@ def main(argv=None) -> dict:
     for stale in sync.iterdir():
         stale.unlink()
     load_before = os.getloadavg()
-    procs = []
-    for i, method in enumerate(args.methods):
-        log = open(out_dir / f"{method}.log", "w")
+    procs, labels = [], run_labels(args.methods)
+    for i, (method, label) in enumerate(zip(args.methods, labels)):
+        log = open(out_dir / f"{label}.log", "w")
         cmd = [sys.executable, __file__, "--worker", str(i), "--count", str(len(args.methods)),
                "--sync", str(sync), "--",
-               *run_overrides(method, args.steps, out_dir / method, args.overrides)]
-        procs.append((method, subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT),
+               *run_overrides(method, args.steps, out_dir / label, args.overrides)]
+        procs.append((label, subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT),
                       log))
     failed = None
     while any(p.poll() is None for _, p, _ in procs) and failed is None:
@@ -274,8 +286,8 @@ def main(argv=None) -> dict:
         log.close()
     if failed:
         raise SystemExit(f"bench_grpo_sweep: the {failed} run failed; see {out_dir / failed}.log")
-    records = {m: json.loads((sync / f"steps.{i}.json").read_text())
-               for i, m in enumerate(args.methods)}
+    records = {label: json.loads((sync / f"steps.{i}.json").read_text())
+               for i, label in enumerate(labels)}
     import torch
     import transformers
     import trl
@@ -284,7 +296,7 @@ def main(argv=None) -> dict:
         "benchmark": "grpo_step_turns",
         "command": "python run.py " + " ".join(run_overrides("M", args.steps, Path("<out>/M"),
                                                              args.overrides)),
-        "methods": args.methods, "reference": args.methods[0], "steps": args.steps,
+        "methods": args.methods, "runs": labels, "reference": labels[0], "steps": args.steps,
         "skip": args.skip,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch "
                    f"{torch.__version__}, {torch.get_num_threads()} torch threads",

@@ -99,9 +99,14 @@ def test_phases_add_up_the_wrapped_calls_and_keep_their_results(monkeypatch):
     assert clock["run_s"] >= 0.004
 
 
+def test_a_repeated_method_gets_its_own_label():
+    assert sweep.run_labels(["fullft", "lora", "fullft", "fullft"]) == [
+        "fullft", "lora", "fullft.2", "fullft.3"]
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--methods", "lora"], "give two or more distinct methods"),
-    (["--methods", "lora,lora"], "give two or more distinct methods"),
+    (["--methods", "lora"], "give two or more runs"),
+    (["--methods", "lora,,"], "give two or more runs"),
     (["--steps", "2", "--skip", "2"], "--steps 2 must exceed --skip 2"),
 ])
 def test_bad_arguments_are_refused(argv, message, capsys):
