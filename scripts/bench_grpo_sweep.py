@@ -40,7 +40,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 0.002          # how often a waiting run looks at the turn file
-WAIT_LIMIT_S = 1800.0   # a run that waits longer than this for its turn stops (a peer died)
+# A run waiting longer than this for its turn stops: a last resort, since the sweep itself
+# stops every run as soon as one fails; long enough for many methods' real-model steps.
+WAIT_LIMIT_S = 6 * 3600.0
 
 
 # ------------------------------------------------------------------------- taking turns
