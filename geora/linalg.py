@@ -155,9 +155,9 @@ def svd_top(weight: torch.Tensor, rank: int, *, method: str = "randomized",
     (geora.krylov.block_krylov_svd) with blocks of r + `oversample` columns (default
     r + 16); `niter` None stops adaptively once the estimated missing share of the top-r
     energy is below `tol` (default geora.krylov.RSVD_TOL, 4e-3), an int runs exactly that
-    many Krylov steps (0 = the plain randomized range finder). The probes come from a private generator
-    seeded by `seed`, so the result is reproducible (bitwise, on the same device) and the
-    caller's random state is untouched.
+    many Krylov steps (0 = the plain randomized range finder). The probes come from a
+    private generator seeded by `seed`, so the result is reproducible (bitwise, on the same
+    device) and the caller's random state is untouched.
     """
     check_rank(rank, tuple(weight.shape))
     w = weight.float()

@@ -3,18 +3,18 @@ with this project's defaults), in runs that take turns step by step.
 
     python scripts/bench_grpo_sweep.py                        # fullft,lora,geora; micro; 40 steps
     python scripts/bench_grpo_sweep.py --methods fullft,lora,geora,pissa --steps 60 --json out.json
-    python scripts/bench_grpo_sweep.py --methods fullft,fullft,lora   # a second FullFT run: the noise floor
-    python scripts/bench_grpo_sweep.py --out /tmp/sweep -- train.num_generations=4   # + run.py overrides
+    python scripts/bench_grpo_sweep.py --methods fullft,fullft,lora   # + a FullFT control run
+    python scripts/bench_grpo_sweep.py --out /tmp/sweep -- train.num_generations=4  # + overrides
 
 Why take turns: runs one after the other see the machine at different times. On this
 project's 2-core machine the same sequential sweep, run twice in opposite orders, put
 GeoRA's step at 0.89x of FullFT's in one and 1.03x in the other: the order moved the ratio
-more than the methods did. Here
-one process per method starts `run.py method=M train.max_steps=N eval=none ...`; all of
-them load before anyone steps (a barrier), and then they take turns: run i computes its
-step k only after run i-1 finished its step k. At most one step computes at any time, and
-the steps k of all methods are neighbours in time, so a slow minute of the machine slows
-them alike.
+more than the methods did. Here one process per method starts `run.py method=M
+train.max_steps=N eval=none ...`; all of them load before anyone steps (a barrier), and
+then they take turns: run i computes its step k only after run i-1 finished its step k. At
+most one step computes at any time, and the steps k of all methods are neighbours in time,
+so a slow minute of the machine slows them alike. A method listed twice runs twice (the
+second labelled M.2): two runs doing the same work show the measurement's own spread.
 
 A step is timed from the moment its run gets the turn to the end of its optimizer step
 (the Trainer's `on_step_end`: generation, rewards, forward, backward, clipping, AdamW),
@@ -276,11 +276,11 @@ def main(argv=None) -> dict:
                *run_overrides(method, args.steps, out_dir / label, args.overrides)]
         procs.append((label, subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT),
                       log))
-    failed = None
-    while any(p.poll() is None for _, p, _ in procs) and failed is None:
-        failed = next((m for m, p, _ in procs if p.poll() not in (None, 0)), None)
+    while any(p.poll() is None for _, p, _ in procs):   # until all end or one fails
+        if any(p.poll() not in (None, 0) for _, p, _ in procs):
+            break
         time.sleep(0.5)
-    failed = failed or next((m for m, p, _ in procs if p.returncode != 0), None)
+    failed = next((label for label, p, _ in procs if p.poll() not in (None, 0)), None)
     for _, p, log in procs:
         if p.poll() is None:
             p.terminate()

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.test_bench_step import ROOT, load_script
+from tests.test_bench_step import load_script
 
 sweep = load_script("bench_grpo_sweep")
 
@@ -39,7 +39,8 @@ def test_runs_take_turns_step_by_step(tmp_path):
         p.join(30)
         assert p.exitcode == 0
     lines = log.read_text().split("\n")[:-1]
-    expected = [f"{i} {k} {e}" for k in range(steps) for i in range(count) for e in ("start", "end")]
+    expected = [f"{i} {k} {e}" for k in range(steps) for i in range(count)
+                for e in ("start", "end")]
     assert lines == expected
 
 
@@ -126,4 +127,3 @@ def test_sweep_end_to_end(tmp_path):
                    for r in rs)
     assert len(steps) == 6
     assert all(end <= nxt_start for (_, end), (nxt_start, _) in zip(steps, steps[1:]))
-    assert (ROOT / "run.py").exists()
