@@ -28,6 +28,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from geora import resolvers
+
 log = logging.getLogger("geora")
 # conf/hydra/launcher/*.yaml share their names with the launchers' registered schemas, which
 # Hydra then validates against (as intended) while warning that the matching is deprecated.
@@ -45,6 +47,7 @@ def job_dirname(overrides: str, limit: int = 100) -> str:
 
 
 OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
+resolvers.register()   # the configs' own (model=hf: folder_name)
 
 
 class RunError(RuntimeError):

@@ -27,9 +27,11 @@ from omegaconf import DictConfig, open_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
+from geora import resolvers  # noqa: E402
 from geora.evaluation.harness import SUMMARY_FILE  # noqa: E402
 from geora.training.rundir import AFTER, BASE_METHOD, BEFORE, RunFolder  # noqa: E402
 
+resolvers.register()
 log = logging.getLogger("geora.evaluate")
 # As in run.py: conf/hydra/launcher/*.yaml share names with the launchers' schemas.
 warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")
@@ -90,7 +92,9 @@ def _score(cfg: DictConfig, model_cfg, export: Path | None, adapter: Path | None
     from geora.models import load_model, resolve_model_dir
 
     model_dir = resolve_model_dir(model_cfg)  # fails fast on an unreachable hub model
-    dtype = str(model_cfg.get("dtype", "float32"))
+    from geora.models import dtype_name
+
+    dtype = dtype_name(model_cfg)
     if cfg.eval.backend == "vllm":
         if model_dir is None or (adapter is not None and export is None):
             raise ValueError("eval.backend='vllm' needs a model folder (and, for a run, its "

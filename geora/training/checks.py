@@ -61,7 +61,7 @@ FRACTION = Range(integer=False, low=0, high=1, low_open=True, high_open=True)
 # key -> valid range. Keys absent from a config are skipped (a config group may omit them).
 NUMERIC_SETTINGS: dict[str, Range] = {
     "seed": INT_NON_NEGATIVE,
-    "cpu_threads": Range(integer=True, low=1, nullable=True),
+    "cpu_threads": Range(integer=True, low=1, nullable=True),   # or "auto" (check_config)
     # method.* first: train.learning_rate interpolates method.learning_rate, and the
     # error should name the key the user set
     "method.rank": Range(integer=True, low=1, nullable=True),
@@ -124,6 +124,8 @@ def check_config(cfg) -> None:
     for key, valid in NUMERIC_SETTINGS.items():
         missing = object()
         value = OmegaConf.select(cfg, key, default=missing)
+        if key == "cpu_threads" and value == "auto":   # sized to the model once it is loaded
+            continue
         if value is not missing:
             check_value(key, value, valid)
     if cfg.get("eval") is not None:
@@ -134,7 +136,8 @@ def check_config(cfg) -> None:
         AnalysisSettings.from_config(cfg.analysis)
     if cfg.get("model") is not None:
         try:
-            torch_dtype(str(cfg.model.get("dtype", "float32")))
+            if str(cfg.model.get("dtype")) != "auto":   # auto: the checkpoint's own
+                torch_dtype(str(cfg.model.get("dtype", "float32")))
         except ValueError as e:
             raise ValueError(f"model.dtype: {e}") from None
 
@@ -153,6 +156,7 @@ def check_run_inputs(cfg, device: str) -> None:
     code execution allowed) and bf16 on a GPU only. The data's columns are checked once it
     is loaded (pipeline.start, `check_reward_columns`)."""
     from geora.evaluation import EvalSettings, build_specs
+    from geora.training.resources import check_resources
     from geora.training.rewards import check_code_execution_allowed, get_rewards
 
     settings = EvalSettings.from_config(cfg.eval)
@@ -166,6 +170,8 @@ def check_run_inputs(cfg, device: str) -> None:
                 f"eval.enable_thinking={settings.enable_thinking} but model.enable_thinking="
                 f"{thinking}: the model would be trained in one chat mode and evaluated in "
                 f"another; set model.enable_thinking (eval.enable_thinking follows it)")
+    check_resources(cfg, trains(cfg))   # every missing model / data set named at once
+    if settings.tasks:
         build_specs(settings)
     if not trains(cfg):
         return

@@ -172,8 +172,6 @@ def start(cfg: DictConfig, run_dir, overrides: list[str] | None) -> Run:
     check_config(cfg)
     device = resolve_device(str(cfg.device))
     check_run_inputs(cfg, device)
-    if device == "cpu" and cfg.get("cpu_threads"):
-        torch.set_num_threads(int(cfg.cpu_threads))
     folder = RunFolder(run_dir)
     refuse_finished(cfg, folder)   # before the data is read for nothing
     train_data = load_train_data(cfg) if trains(cfg) else None
@@ -205,7 +203,9 @@ def load_dtype(cfg: DictConfig) -> str:
     from geora.methods import get_method
     from geora.models import torch_dtype
 
-    dtype = str(cfg.model.get("dtype", "float32"))
+    from geora.models import dtype_name
+
+    dtype = dtype_name(cfg.model)
     if (trains(cfg) and get_method(str(cfg.method.name)).kind.needs_fp32_master_weights
             and torch_dtype(dtype).itemsize < 4):
         log.info("%s steps the model's own weights: loading %s in float32 (master weights) "
@@ -218,11 +218,14 @@ def load(run: Run) -> None:
     """Seeded load of the model and tokenizer (in `load_dtype`)."""
     from transformers import set_seed
 
-    from geora.models import load_model
+    from geora.models import cpu_threads_for, load_model
 
     cfg = run.cfg
     set_seed(int(cfg.seed))
     run.model, run.tokenizer = load_model(cfg.model, device=run.device, dtype=load_dtype(cfg))
+    threads = cpu_threads_for(run.model, cfg.get("cpu_threads"))
+    if run.device == "cpu" and threads:
+        torch.set_num_threads(threads)
 
 
 def evaluate(run: Run, name: str) -> dict[str, float]:
