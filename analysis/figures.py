@@ -179,7 +179,7 @@ def nss_per_layer(runs: pd.DataFrame, out: Path) -> list[Path] | None:
 def mask_overlap(mask_stats: dict | None, out: Path, source: str = "") -> list[Path] | None:
     """Jaccard and intersection of M_spec and M_euc per layer x module type, with the
     aggregates over each row and column (summed counts), from a mask_stats.json dict."""
-    from analysis.summary import layer_index, module_type, type_sort_key
+    from geora.geometry.summary import layer_index, module_type, type_sort_key
     from geora.linalg import stats_from_counts
 
     modules = (mask_stats or {}).get("modules") or {}

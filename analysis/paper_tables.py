@@ -301,7 +301,7 @@ def with_mask_stats(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _analysis_columns(runs: pd.DataFrame) -> tuple[str, list, dict[str, list[Column]]]:
     """The default S_Head reading, the k of the runs, and the columns of each section."""
-    from analysis import metrics as m     # torch; only this table needs it
+    from geora.geometry import metrics as m     # torch; only this table needs it
 
     readings = next((list(r) for r in runs.get("analysis.readings", pd.Series(dtype=object))
                      if isinstance(r, list)), list(m.S_HEAD_READINGS))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from analysis import figures
-from analysis.summary import summarise_updates
+from geora.geometry.summary import summarise_updates
 from analysis.tables import collect_runs
 from geora.linalg import mask_stats
 

@@ -10,7 +10,7 @@ import torch
 from table_runs import write_run
 
 from analysis.paper_tables import build_table
-from analysis.summary import summarise_updates
+from geora.geometry.summary import summarise_updates
 from analysis.tablekit import ratio_interval
 from analysis.tables import collect_runs
 from geora.linalg import mask_stats

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from analysis.tables import collect_runs, summary_table
 from geora.evaluation.harness import SUMMARY_FILE
-from geora.training import rewards
+from geora import rewards
 from geora.training.rundir import AFTER, BEFORE, RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]

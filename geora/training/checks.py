@@ -157,7 +157,7 @@ def check_run_inputs(cfg, device: str) -> None:
     is loaded (pipeline.start, `check_reward_columns`)."""
     from geora.evaluation import EvalSettings, build_specs
     from geora.training.resources import check_resources
-    from geora.training.rewards import check_code_execution_allowed, get_rewards
+    from geora.rewards import check_code_execution_allowed, get_rewards
 
     settings = EvalSettings.from_config(cfg.eval)
     if not trains(cfg) and not settings.tasks:

@@ -21,7 +21,7 @@ from transformers import TrainerCallback
 
 from geora.distributed import world_size as process_count
 from geora.kinds import kind_of
-from geora.training.rewards import get_rewards
+from geora.rewards import get_rewards
 
 
 def per_device_batch(train: Mapping[str, Any], world_size: int) -> int:

@@ -154,7 +154,7 @@ def load_train_data(cfg: DictConfig):
     """The training split of cfg.data, checked against the rewards: every column they read
     present, and the code runner working for each test format the data uses."""
     from geora.data.loaders import load_data
-    from geora.training.rewards import check_code_execution_allowed, check_reward_columns
+    from geora.rewards import check_code_execution_allowed, check_reward_columns
 
     data, _held_out = load_data(cfg.data)
     names = list(cfg.train.rewards)

@@ -1,11 +1,11 @@
 """The weight analysis of a trained model: the step `analyse` of every run (layer 4).
 
     settings = AnalysisSettings.from_config(cfg.analysis)   # checked before anything loads
-    summary = analyse_model(model, settings)                # analysis.summary's schema
+    summary = analyse_model(model, settings)                # geora.geometry.summary's schema
     record = write_analysis(run_folder, summary, train_runtime_s=812.0)  # -> results.json
 
 It feeds the method kind's exact fp32 updates (`geora.weight_updates`: W0, dW one module
-at a time) to `analysis.summary.summarise_updates`, with, for the GeoRA family, the masks
+at a time) to `geora.geometry.summary.summarise_updates`, with, for the GeoRA family, the masks
 M_spec and M_euc of every matrix. The kinds do not keep the masks (a bool per weight entry
 would double a large model's memory), so they are recomputed here, one module at a time,
 from W0 with the method's own settings as the prepared model records them (rank, rho and
@@ -142,9 +142,9 @@ def needs_initial_weights(method: str) -> bool:
 
 
 def analyse_model(model, settings: AnalysisSettings) -> dict:
-    """analysis.summary.summarise_updates of a prepared (trained) model, with masks as
+    """geora.geometry.summary.summarise_updates of a prepared (trained) model, with masks as
     `settings.masks` says; adds "masks" (the settings used and the count check)."""
-    from analysis.summary import summarise_updates
+    from geora.geometry.summary import summarise_updates
     from geora.kinds import prepared_state
 
     state = prepared_state(model)

@@ -13,7 +13,7 @@ from typing import Any
 
 from geora.answers import is_correct
 from geora.prompts import MATH_SUFFIX, user_text
-from geora.training.rewards import answer_part
+from geora.rewards import answer_part
 
 # The suffix after each task family's question (geora.prompts), the same as its training
 # data's `prompt_suffix` (conf/data/*.yaml; tests/test_one_source.py renders both): the
@@ -24,7 +24,7 @@ MICRO_PROMPT_SUFFIX = ""
 
 def _samples(results: list) -> list[str]:
     """The k answers of one item (a list after take_first_k, a str after take_first), each
-    read as the training rewards read a completion (geora.training.rewards.answer_part:
+    read as the training rewards read a completion (geora.rewards.answer_part:
     lm-eval has already cut at the last </think>; a completion still inside <think> has
     given no answer)."""
     first = results[0]
