@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.stats import mean_interval  # noqa: E402
+from analysis.runs import finished  # noqa: E402
 from analysis.tables import collect_runs  # noqa: E402
 
 HYPER = ("lr", "rank", "rho")
@@ -45,10 +46,6 @@ def smooth(values: list[float], window: int) -> np.ndarray:
     n = np.arange(1, len(x) + 1)
     lo = np.maximum(0, n - window)
     return (c[n] - c[lo]) / (n - lo)
-
-
-def finished(runs: pd.DataFrame) -> pd.DataFrame:
-    return runs[runs["status"] == "finished"] if "status" in runs else runs
 
 
 def groups(runs: pd.DataFrame, split: tuple[str, ...] = HYPER):
