@@ -114,6 +114,23 @@ def _skip(name: str, why: str) -> None:
     print(f"skipped {name}: {why}")
 
 
+# Every figure `python -m analysis.figures` makes: name -> make(runs, out, options) returning
+# the files written, or None after printing why the runs lack its data. A new figure is one
+# function with the @figure decorator; the CLI and the tests iterate this registry.
+FIGURES: dict = {}
+
+
+def figure(name: str):
+    """Register `make(runs, out, options)` as the figure `name` (options: the CLI's
+    window, reading, score)."""
+    def register(make):
+        if name in FIGURES:
+            raise ValueError(f"figure {name!r} registered twice")
+        FIGURES[name] = make
+        return make
+    return register
+
+
 # ------------------------------------------------------------------- analysis figures
 def _per_layer(runs, pick):
     """{label: (layers, per-seed rows)} of pick(layer_agg) from results.json["analysis"]."""
@@ -397,6 +414,48 @@ def mask_stats_of(runs: pd.DataFrame) -> tuple[dict | None, str]:
     return None, ""
 
 
+# ----------------------------------------------------------------- the registered set
+@figure("s_head_per_layer")
+def _s_head(runs, out, options):
+    return s_head_per_layer(runs, out, options.get("reading"))
+
+
+@figure("nss_per_layer")
+def _nss(runs, out, options):
+    return nss_per_layer(runs, out)
+
+
+@figure("mask_overlap")
+def _mask_overlap(runs, out, options):
+    stats, source = mask_stats_of(runs)
+    return mask_overlap(stats, out, source)
+
+
+@figure("reward_curves")
+def _reward_curves(runs, out, options):
+    return reward_curves_figure(runs, out, options.get("window", 10))
+
+
+@figure("lr_robustness")
+def _lr_robustness(runs, out, options):
+    return lr_robustness(runs, out, options.get("score"))
+
+
+@figure("rank_rho_heatmap")
+def _rank_rho(runs, out, options):
+    return rank_rho_heatmap(runs, out, options.get("score"))
+
+
+@figure("efficiency")
+def _efficiency(runs, out, options):
+    return efficiency(runs, out)
+
+
+@figure("eval_scores")
+def _eval_scores(runs, out, options):
+    return eval_scores_figure(runs, out)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("roots", nargs="+", type=Path, help="folders searched for results.json")
@@ -408,17 +467,9 @@ def main(argv: list[str] | None = None) -> None:
     runs = collect_runs(*args.roots)
     if runs.empty:
         raise SystemExit(f"no results.json under {', '.join(map(str, args.roots))}")
-    stats, stats_src = mask_stats_of(runs)
-    jobs = {"s_head_per_layer": lambda o: s_head_per_layer(runs, o, args.reading),
-            "nss_per_layer": lambda o: nss_per_layer(runs, o),
-            "mask_overlap": lambda o: mask_overlap(stats, o, stats_src),
-            "reward_curves": lambda o: reward_curves_figure(runs, o, args.window),
-            "lr_robustness": lambda o: lr_robustness(runs, o, args.score),
-            "rank_rho_heatmap": lambda o: rank_rho_heatmap(runs, o, args.score),
-            "efficiency": lambda o: efficiency(runs, o),
-            "eval_scores": lambda o: eval_scores_figure(runs, o)}
-    for name, make in jobs.items():
-        for path in make(args.out / name) or []:
+    options = {"window": args.window, "reading": args.reading, "score": args.score}
+    for name, make in FIGURES.items():
+        for path in make(runs, args.out / name, options) or []:
             print(f"wrote {path}")
 
 
