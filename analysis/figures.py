@@ -32,6 +32,8 @@ import pandas as pd  # noqa: E402
 
 from analysis.stats import mean_interval  # noqa: E402
 from analysis.runs import finished  # noqa: E402
+from geora.persistence import STATS_FILE  # noqa: E402
+from geora.training.rundir import RunFolder  # noqa: E402
 from analysis.tables import collect_runs  # noqa: E402
 
 HYPER = ("lr", "rank", "rho")
@@ -81,8 +83,8 @@ def analysis_of(row: pd.Series) -> dict | None:
     if isinstance(value, dict):
         return value
     run_dir = row.get("run_dir")
-    if isinstance(run_dir, str) and (Path(run_dir) / "results.json").is_file():
-        return _read_results(str(Path(run_dir) / "results.json")).get("analysis")
+    if isinstance(run_dir, str) and RunFolder(run_dir).results.is_file():
+        return _read_results(str(RunFolder(run_dir).results)).get("analysis")
     return None
 
 
@@ -408,7 +410,7 @@ def eval_scores_figure(runs: pd.DataFrame, out: Path) -> list[Path] | None:
 def mask_stats_of(runs: pd.DataFrame) -> tuple[dict | None, str]:
     """The first finished run's adapter/mask_stats.json (masks depend on the model only)."""
     for _, row in finished(runs).iterrows():
-        path = Path(str(row.get("run_dir", ""))) / "adapter" / "mask_stats.json"
+        path = RunFolder(str(row.get("run_dir", ""))).adapter / STATS_FILE
         if path.is_file():
             return json.loads(path.read_text(encoding="utf-8")), f"source: {path}"
     return None, ""

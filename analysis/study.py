@@ -37,6 +37,7 @@ from analysis.stats import format_interval, mean_interval, paired_table
 from analysis.render import frame_markdown as markdown
 from analysis.runs import finished
 from analysis.tables import collect_runs
+from geora.evaluation.harness import SUMMARY_FILE
 from geora.training.rundir import RunFolder
 
 MATH_SCORES = ("eval.micro_math_1k", "eval.micro_math", "eval.math500")
@@ -108,7 +109,7 @@ def paired_to(runs: pd.DataFrame, metric: str, reference: str = "geora",
 
 def base_scores(sweep: str | Path) -> dict[str, float] | None:
     """The untrained model's scores recorded once for the sweep (<sweep>/base/), or None."""
-    path = Path(sweep) / BASE_FOLDER / "eval_results.json"
+    path = Path(sweep) / BASE_FOLDER / SUMMARY_FILE   # scripts/evaluate.py's output folder
     return json.loads(path.read_text(encoding="utf-8"))["scores"] if path.is_file() else None
 
 
