@@ -188,22 +188,28 @@ def load_train_data(cfg: DictConfig):
 def check(cfg: DictConfig) -> str:
     """Every check that reads nothing of the run folder (config values, the run's inputs);
     returns the device."""
-    from geora.models import resolve_device, resolve_model_dir
+    from geora.models import hub_reachable, resolve_device, resolve_model_dir
 
     check_config(cfg)
     device = resolve_device(str(cfg.device))
     check_run_inputs(cfg, device)
-    if cfg.model.get("local_path"):   # a model folder without config.json, before loading
-        resolve_model_dir(cfg.model)
+    model = cfg.model   # its files there (config.json), or cached, or the hub reachable
+    if model.get("local_path") or model.get("bundled") or (
+            not model.get("random_init") and not hub_reachable()):
+        resolve_model_dir(model)   # local files only here: no download can start
     return device
 
 
-def start(cfg: DictConfig, folder: RunFolder, device: str, overrides: list[str] | None,
-          git: dict | None = None) -> Run:
+def start(cfg: DictConfig, run_dir: str | Path | RunFolder, overrides: list[str] | None, *,
+          device: str | None = None, git: dict | None = None) -> Run:
     """Load and check the training data, then claim (or resume) the run folder: a failure
-    before the claim writes nothing here. Runs under the folder's lock."""
+    before the claim writes nothing here. Runs under the folder's lock (train); `device`
+    None: `check` the config first."""
     from geora.training.preflight import warn_many_epochs
 
+    folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
+    if device is None:
+        device = check(cfg)
     if device == "cpu" and cfg.get("cpu_threads"):
         torch.set_num_threads(int(cfg.cpu_threads))
     refuse_finished(cfg, folder)   # before the data is read for nothing
@@ -435,7 +441,7 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
     with folder.locked() if main else nullcontext():
         run = None
         try:
-            run = start(cfg, folder, device, overrides, git)
+            run = start(cfg, folder, overrides, device=device, git=git)
             return _train(run)
         except (RunExistsError, RunBusyError):
             raise

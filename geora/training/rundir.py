@@ -148,13 +148,17 @@ class RunFolder:
         self.clear_stale_temporaries()
 
     def stale_temporaries(self) -> list[Path]:
-        """What an atomic write killed midway leaves (geora.fileio): `.<name>.tmp-*` folders
-        and `.<name>.*.tmp` files of the folder, of evals/, and `.<name>.old-*` folders."""
+        """What a run killed midway leaves: the temporaries of atomic writes (geora.fileio:
+        `.<name>.tmp-*` and `.<name>.old-*` folders, `.<name>.*.tmp` files) in the folder
+        and evals/, and checkpoint folders without trainer_state.json (killed while saving)."""
         found = []
         for folder in (self.path, self.path / self.EVALS):
             if folder.is_dir():
                 found += [p for p in folder.iterdir() if p.name.startswith(".") and
                           (re.search(r"\.(tmp|old)-", p.name) or p.name.endswith(".tmp"))]
+        if self.checkpoints.is_dir():
+            found += [p for p in self.checkpoints.iterdir() if p.is_dir() and
+                      re.fullmatch(r"checkpoint-\d+", p.name) and not (p / TRAINER_STATE).is_file()]
         return sorted(found)
 
     def clear_stale_temporaries(self) -> None:
