@@ -114,9 +114,10 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, float]:
     device = resolve_device(str(cfg.device))
     if run is None:
         return _score(cfg, cfg.model, None, None, out_dir, device)
-    check_replaceable(run, evaluation_name(cfg), settings, overwrite)
-    with run.new_evaluation(evaluation_name(cfg)) as tmp:   # replaced only when complete
-        return _score(cfg, cfg.model, export, adapter, tmp, device)
+    with run.locked():   # not while a training run (or another evaluation) writes there
+        check_replaceable(run, evaluation_name(cfg), settings, overwrite)
+        with run.new_evaluation(evaluation_name(cfg)) as tmp:   # replaced only when complete
+            return _score(cfg, cfg.model, export, adapter, tmp, device)
 
 
 def _score(cfg: DictConfig, model_cfg, export: Path | None, adapter: Path | None,
@@ -161,11 +162,12 @@ def main(cfg: DictConfig) -> None:
         return
     from geora.evaluation import CodeExecutionRefused, DatasetUnavailableError
     from geora.models import HubUnavailableError
+    from geora.training.rundir import RunBusyError
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         scores = evaluate(cfg, out_dir)
-    except (CodeExecutionRefused, DatasetUnavailableError, HubUnavailableError,
+    except (CodeExecutionRefused, DatasetUnavailableError, HubUnavailableError, RunBusyError,
             FileNotFoundError, ValueError) as e:  # explained in one line: no traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -274,3 +274,72 @@ def test_a_limited_or_other_evaluation_never_replaces_a_complete_one(tmp_path, t
     texts = {c["column"]: c["text"] for c in table.cells if c["source"] == "ours"}
     assert texts["micro_sort"].endswith("[limit 1]") and "limit" not in texts["micro_reverse"]
     assert any("eval.limit" in note for note in table.notes)
+
+
+# ----------------------------------------------------------------------- small items (6)
+def test_an_added_key_typo_is_refused_in_one_line(tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / "run.py"), "+train.lernig_rate=1e-4",
+                        f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env(),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert "error: ValueError: +train.lernig_rate=1e-4 adds a key the config does not have" in p.stderr
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_a_random_bytes_data_file_is_named(tmp_path):
+    from geora.data.loaders import load_data
+
+    bad = tmp_path / "train.jsonl"
+    bad.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(ValueError, match=rf"cannot read {bad}: not UTF-8 text"):
+        load_data(_config("data=deepmath_103k", f"data.local_path={bad}", "data.test_size=0").data)
+
+
+def test_prompts_longer_than_the_context_stop_before_training(caplog):
+    from geora.models import load_tokenizer
+    from geora.training.preflight import check_prompt_lengths, warn_many_epochs
+
+    tokenizer = load_tokenizer(_config("model=micro").model)
+    short = [{"role": "user", "content": "What is 2 + 3?"}]
+    long = [{"role": "user", "content": "1 + 1 = 2. " * 200}]
+    assert check_prompt_lengths([short] * 3, tokenizer, 512, 64, {}, "data 'x'") == 0  # (bound)
+    with pytest.raises(ValueError, match=r"data 'x': prompt 1 has \d+ tokens, and with "
+                                         r"train.max_completion_length=64 it does not fit the "
+                                         r"model's context of 512 tokens"):
+        check_prompt_lengths([short, long], tokenizer, 512, 64, {}, "data 'x'")
+    with caplog.at_level("WARNING"):
+        assert warn_many_epochs(_config("train.max_steps=400"), 16) == 50.0
+    assert "go over the 16 training prompts of data 'micro_math' 50.0 times (epochs)" in caplog.text
+
+
+def test_a_damaged_checkpoint_is_named(tmp_path):
+    from safetensors.torch import save_file
+    import torch
+
+    from geora.training.resume import check_checkpoint
+
+    ckpt = tmp_path / "checkpoint-2"
+    ckpt.mkdir()
+    (ckpt / "trainer_state.json").write_text('{"global_step": 2}')
+    save_file({"w": torch.ones(64)}, str(ckpt / "adapter_model.safetensors"))
+    torch.save({"state": {}}, ckpt / "optimizer.pt")
+    check_checkpoint(ckpt)
+    data = (ckpt / "adapter_model.safetensors").read_bytes()
+    (ckpt / "adapter_model.safetensors").write_bytes(data[:-10])          # truncated
+    with pytest.raises(ValueError, match=rf"checkpoint {ckpt} is damaged \(adapter_model"):
+        check_checkpoint(ckpt)
+
+
+def test_files_and_folders_get_the_users_umask(tmp_path):
+    from geora.fileio import atomic_dir, atomic_write_text
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        with atomic_dir(tmp_path / "folder") as tmp:
+            atomic_write_text(tmp / "b.txt", "y")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o750
+    assert (tmp_path / "folder" / "b.txt").stat().st_mode & 0o777 == 0o640

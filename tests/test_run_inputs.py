@@ -63,7 +63,7 @@ def fails_at_start(cfg, run_dir: Path, exc, match: str) -> None:
     # a base job with nothing to evaluate
     (["method=base", "eval=none"], ValueError, r"method=base only evaluates.*eval=none has no tasks"),
 ])
-def test_bad_input_stops_at_start_leaving_only_the_failure_record(overrides, exc, match, tmp_path):
+def test_bad_input_stops_at_start_writing_nothing(overrides, exc, match, tmp_path):
     fails_at_start(config(*TINY, *overrides), tmp_path / "job", exc, match)
 
 
