@@ -132,4 +132,4 @@ def test_unreachable_hub_fails_fast_with_one_message(overrides, names, tmp_path)
     assert all(n in p.stderr for n in names), p.stderr[-2000:]
     assert "Traceback" not in p.stderr
     assert time.time() - t0 < 90  # seconds of imports, no retries
-    assert (tmp_path / "failure.json").exists()
+    assert not (tmp_path / "failure.json").exists()   # found at the start: nothing written

@@ -38,7 +38,11 @@ FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 def _json_records(path: Path) -> list[dict]:
     """A .jsonl file, or a .json file holding a list of records or (as many hub data sets
     ship it) one record per line."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:   # binary or another encoding: name the file
+        raise ValueError(f"cannot read {path}: not UTF-8 text (byte {e.start}: "
+                         f"{e.reason}); a data file is JSON lines, JSON or parquet") from None
     if path.suffix == ".json":
         try:
             data = json.loads(text)
@@ -67,7 +71,11 @@ def _read_file(path: Path, required: Iterable[str] = ()) -> list[dict]:
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        records = pq.read_table(path).to_pylist()
+        try:
+            records = pq.read_table(path).to_pylist()
+        except Exception as e:   # pyarrow's errors name no file
+            raise ValueError(f"cannot read {path} as parquet: {type(e).__name__}: "
+                             f"{str(e)[:200]}") from None
     elif path.suffix in (".jsonl", ".json"):
         records = _json_records(path)
     else:

@@ -182,3 +182,37 @@ def check_run_inputs(cfg, device: str) -> None:
         raise ValueError("train.bf16=true on device=cpu: TRL's bf16 path fails on the cpu; "
                          "set train.bf16=false (or run on a GPU)")
 
+
+
+# Config nodes that take free-form keys, set with `+key=value` (geora.prepare_model options).
+FREE_FORM_NODES = ("method.options",)
+
+
+def check_added_keys(overrides, config_dir) -> None:
+    """Refuse `+a.b=value` overrides of keys the config does not have (Hydra adds them, and
+    nothing reads a misspelt `+train.lernig_rate=1e-4`), naming the key. Allowed: config groups (`+experiment=...`), Hydra's own keys, FREE_FORM_NODES and
+    `++` (an explicit add-or-replace).
+
+    >>> from geora.fileio import REPO_ROOT
+    >>> conf = REPO_ROOT / "conf"
+    >>> check_added_keys(["+experiment=micro_lr_study", "+method.options.svd_device=cpu"], conf)
+    >>> check_added_keys(["++train.learning_rate=1e-4"], conf)
+    >>> check_added_keys(["+train.lernig_rate=1e-4"], conf)
+    Traceback (most recent call last):
+    ...
+    ValueError: +train.lernig_rate=1e-4 adds a key the config does not have (train.lernig_rate): check its spelling; '+' is only for config groups and for free-form keys under method.options
+    """
+    from pathlib import Path
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for text, override in zip(overrides, OverridesParser.create().parse_overrides(list(overrides))):
+        if not override.is_add():   # (`++` is is_force_add)
+            continue
+        key = override.key_or_group
+        if (Path(config_dir) / key).is_dir() or key.split(".")[0] == "hydra" \
+                or any(key.startswith(node + ".") for node in FREE_FORM_NODES):
+            continue
+        raise ValueError(f"{text} adds a key the config does not have ({key}): check its "
+                         f"spelling; '+' is only for config groups and for free-form keys "
+                         f"under {', '.join(FREE_FORM_NODES)}")
