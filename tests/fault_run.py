@@ -31,7 +31,7 @@ def install(phase: str) -> None:
     import geora.fileio
     import geora.persistence
     from geora.evaluation import harness
-    from geora.training import rewards
+    from geora import rewards
     from transformers import trainer_callback
 
     if phase not in PHASES:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from geora.training import rewards
+from geora import rewards
 from geora.training.rundir import RunBusyError, RunFolder
 from tests.fault_run import KILLED
 
