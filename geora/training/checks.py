@@ -126,8 +126,8 @@ def check_config(cfg) -> None:
         value = OmegaConf.select(cfg, key, default=missing)
         if value is not missing:
             check_value(key, value, valid)
-    if cfg.get("eval") is not None:
-        EvalSettings.from_config(cfg.eval)
+    if cfg.get("method") is not None and cfg.method.get("trains", True) and cfg.method.get("options"):
+        check_method_options(cfg.method)
     if cfg.get("analysis") is not None:
         from geora.training.weight_analysis import AnalysisSettings
 
@@ -137,6 +137,33 @@ def check_config(cfg) -> None:
             torch_dtype(str(cfg.model.get("dtype", "float32")))
         except ValueError as e:
             raise ValueError(f"model.dtype: {e}") from None
+        check_checkpoint(cfg.model)
+    if cfg.get("eval") is not None:   # after the model: eval interpolates its prompt format
+        EvalSettings.from_config(cfg.eval)
+
+
+def check_method_options(method) -> None:
+    """method.options' values (a seed that is not an integer, an unknown svd, ...), checked
+    before anything is written rather than inside prepare_model."""
+    from omegaconf import OmegaConf
+
+    from geora.methods import check_option_values
+
+    try:
+        check_option_values(str(method.name), OmegaConf.to_container(method.options, resolve=True))
+    except ValueError as e:
+        raise ValueError(f"method.options: {e}") from None
+
+
+def check_checkpoint(model) -> None:
+    """The model's prompt format is known, and a checkpoint that was never released
+    (conf/model/qwen3_32b/base.yaml: `unavailable`) is refused unless random weights or a
+    local copy stand in for it."""
+    from geora.prompts import check_prompt_format
+
+    check_prompt_format(model.get("prompt_format", "chat"))
+    if model.get("unavailable") and not (model.get("random_init") or model.get("local_path")):
+        raise ValueError(f"model {model.get('name')!r}: {model.unavailable}")
 
 
 def trains(cfg) -> bool:
@@ -166,6 +193,13 @@ def check_run_inputs(cfg, device: str) -> None:
                 f"eval.enable_thinking={settings.enable_thinking} but model.enable_thinking="
                 f"{thinking}: the model would be trained in one chat mode and evaluated in "
                 f"another; set model.enable_thinking (eval.enable_thinking follows it)")
+        chat = str(cfg.model.get("prompt_format", "chat")) == "chat"
+        if settings.apply_chat_template != chat:
+            raise ValueError(
+                f"eval.apply_chat_template={settings.apply_chat_template} but model.prompt_format="
+                f"{cfg.model.get('prompt_format', 'chat')}: the model would be trained on one "
+                f"prompt format and evaluated on another; leave eval.apply_chat_template to "
+                f"follow model.prompt_format")
         build_specs(settings)
     if not trains(cfg):
         return
