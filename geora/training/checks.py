@@ -83,6 +83,7 @@ NUMERIC_SETTINGS: dict[str, Range] = {
     "train.top_p": Range(integer=False, low=0, high=1, low_open=True),
     "train.beta": NON_NEGATIVE,
     "train.epsilon": POSITIVE,
+    "train.epsilon_high": Range(integer=False, low=0, low_open=True, nullable=True),
     "train.num_iterations": INT_POSITIVE,
     "train.save_steps": INT_POSITIVE,
     "train.save_total_limit": Range(integer=True, low=1, nullable=True),

@@ -82,6 +82,11 @@ def grpo_config(train: Mapping[str, Any], *, output_dir: str, seed: int, device:
         beta=float(train["beta"]),
         loss_type=str(train["loss_type"]),
         epsilon=float(train["epsilon"]),
+        # null: = epsilon, TRL's default (docs/protocol.md lists every GRPO setting)
+        epsilon_high=None if train.get("epsilon_high") is None else float(train["epsilon_high"]),
+        mask_truncated_completions=bool(train.get("mask_truncated_completions", False)),
+        vllm_importance_sampling_correction=bool(
+            train.get("vllm_importance_sampling_correction", True)),
         scale_rewards=str(train["scale_rewards"]),
         num_iterations=int(train["num_iterations"]),
         reward_weights=list(train["reward_weights"]) if train.get("reward_weights") else None,
