@@ -259,7 +259,7 @@ def method_rows(table: Table, *, block: str, section: str, groups: Sequence[Grou
 
 def _float(text) -> float | None:
     try:
-        return float(str(text).lstrip("≤<>~ "))
+        return float(str(text).lstrip("≤<>~ ").rstrip(" †"))   # † marks an unknown definition
     except (TypeError, ValueError):
         return None
 
