@@ -122,11 +122,9 @@ def reward_windows(log: list[dict], share: float = 0.1) -> dict:
 
 
 def method_kwargs(method: DictConfig, seed: int | None = None) -> dict:
-    """prepare_model's arguments from a `method` config group (null = not given). `seed`
-    (the run's seed) becomes the method's `seed` option when the method takes one and
-    method.options does not set it: the randomized SVD's probes and Random-r's draws then
-    differ across a sweep's seeds as the rest of the run does. (LoRA-family A0 comes from
-    torch's generator, which `prepare` seeds with the run seed.)"""
+    """prepare_model's arguments from a `method` config group (null = not given); the run's
+    `seed` is the method's `seed` option (randomized SVD, Random-r draws) unless
+    method.options sets it. LoRA's A0: torch's generator, seeded by `prepare`."""
     from geora.methods import get_method
 
     kw = {k: method[k] for k in ("rank", "rho", "alpha", "target_modules")
