@@ -73,3 +73,16 @@ def test_the_base_checkpoints_and_their_prompt_formats(size, hub_id, prompt_form
     assert (cfg.model.hub_id, cfg.model.prompt_format, cfg.model.enable_thinking) == (
         hub_id, prompt_format, None)
     assert cfg.eval.apply_chat_template == prompt_format   # the evaluation follows it
+
+
+def test_an_unknown_family_is_named_in_one_line(tmp_path):
+    from geora.training.checks import check_config
+
+    with pytest.raises(ValueError, match=r"^model.family='instruct' \(model 'qwen3_8b_base'\): "
+                                         r"choose one of base, post"):
+        check_config(make("model=qwen3_8b", "model.family=instruct"))
+    p = subprocess.run([sys.executable, str(ROOT / "run.py"), "model=qwen3_8b", "checkpoint=instruct",
+                        f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120,
+                       cwd=tmp_path)
+    assert p.returncode != 0 and "Could not find 'checkpoint/instruct'" in p.stderr.splitlines()[0]
+    assert not any(tmp_path.iterdir())

@@ -95,6 +95,9 @@ NUMERIC_SETTINGS: dict[str, Range] = {
 }
 
 
+# The checkpoint families (conf/checkpoint/: base = pretrained, post = post-trained).
+CHECKPOINTS = ("base", "post")
+
 # Settings that may be given once or per chat mode ({thinking: ..., no_thinking: ...}).
 PER_CHAT_MODE = ("train.max_completion_length",)
 
@@ -163,6 +166,10 @@ def check_checkpoint(model) -> None:
     from geora.prompts import check_prompt_format
 
     check_prompt_format(model.get("prompt_format", "chat"))
+    family = model.get("family")
+    if family not in (None, *CHECKPOINTS):
+        raise ValueError(f"model.family={family!r} (model {model.get('name')!r}): choose one of "
+                         f"{', '.join(CHECKPOINTS)} with checkpoint=base|post")
     if model.get("unavailable") and not (model.get("random_init") or model.get("local_path")):
         raise ValueError(f"model {model.get('name')!r}: {model.unavailable}")
 
