@@ -51,6 +51,10 @@ def test_a_pretrained_qwen_stops_at_im_end_as_well_as_its_eos():
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     assert list(make("model=qwen3_8b").model.stop_tokens) == ["<|im_end|>"]
     assert im_end in model.generation_config.eos_token_id
+    # ... and vLLM rollouts get the same stops (TRL passes only generation_kwargs to vLLM)
+    from geora.training.grpo import vllm_stop_kwargs
+
+    assert im_end in vllm_stop_kwargs(model.generation_config)["stop_token_ids"]
     assert not make("model=qwen3_8b", "checkpoint=post").model.get("stop_tokens")
     assert im_end not in ([post[0].generation_config.eos_token_id]
                           if isinstance(post[0].generation_config.eos_token_id, int)
