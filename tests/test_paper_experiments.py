@@ -48,7 +48,9 @@ PAPER = {
         tasks=MATH, sweep={"method": ABLATIONS},
         repeats={"aime24": 8, "aime25": 8, "math500": 2, "olymmath": 4}),
     "paper_medical_qwen3_8b": dict(
-        models=QWEN3_8B, data="medqa", rewards=["choice"], eval="medical", tasks=["medqa"],
+        # MedQA as trained (generative), the log-likelihood reading beside it
+        models=QWEN3_8B, data="medqa", rewards=["choice"], eval="medical",
+        tasks=["medqa", "medqa_loglik"],
         sweep={"method": ["base", "lora", "geora"]}),
     "paper_code_qwen3_8b": dict(
         models=QWEN3_8B, data="kodcode_light_rl_10k", rewards=["code"], eval="code",
