@@ -3,7 +3,7 @@
 #               worker per core (pytest-xdist): each test is single-threaded.
 # make demo:    install, then `python run.py` (the micro RLVR study on the CPU), started afresh
 #               each time (train.overwrite=true: the demo folder is replaced).
-# make paper-dry-run: install, then every paper experiment shrunk onto the CPU (73 jobs of a
+# make paper-dry-run: install, then every paper experiment shrunk onto the CPU (68 jobs of a
 #               random-init two-layer model on the fixture data) and every paper table built
 #               from them and checked for the paper's rows and columns (multirun/paper_dry_run).
 PY ?= python3

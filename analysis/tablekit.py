@@ -278,7 +278,7 @@ def _mark_limited(table: Table, col: Column, part: pd.DataFrame, cells: dict) ->
 
 def _float(text) -> float | None:
     try:
-        return float(str(text).lstrip("≤<>~ "))
+        return float(str(text).lstrip("≤<>~ ").rstrip(" †"))   # † marks an unknown definition
     except (TypeError, ValueError):
         return None
 

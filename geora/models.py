@@ -177,7 +177,28 @@ def load_model(cfg: Mapping[str, Any], *, device: str | torch.device = "cpu",
     else:
         model = AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=dtype, trust_remote_code=bool(cfg.get("trust_remote_code", False)))
+    add_stop_tokens(model, tokenizer, cfg.get("stop_tokens") or (), str(cfg.get("name", "?")))
     return model.to(device), tokenizer
+
+
+def add_stop_tokens(model, tokenizer, tokens, name: str = "?") -> None:
+    """Make `tokens` end generation: they join model.generation_config.eos_token_id, which
+    TRL's rollouts (GRPOTrainer.eos_token_ids) and HF generate in the evaluation stop on.
+    A pretrained Qwen checkpoint's eos is <|endoftext|>; prompted through ChatML it closes its
+    answer with <|im_end|> (model.stop_tokens), and without it would write on to the length
+    limit, every completion truncated."""
+    ids = []
+    for token in tokens:
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if tid is None or tid == tokenizer.unk_token_id or tokenizer.convert_ids_to_tokens(tid) != token:
+            raise ValueError(f"model.stop_tokens: {token!r} (model {name!r}) is not a token of its "
+                             f"tokenizer")
+        ids.append(int(tid))
+    if not ids:
+        return
+    current = model.generation_config.eos_token_id
+    current = [] if current is None else [current] if isinstance(current, int) else list(current)
+    model.generation_config.eos_token_id = current + [i for i in ids if i not in current]
 
 
 # ------------------------------------------------------------------------ chat mode

@@ -22,7 +22,8 @@ from geora.evaluation.tasks import utils as task_utils
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 IFEVAL_RESPONSES = json.loads((FIXTURES / "ifeval_responses.json").read_text())
 PAPER_TASKS = ["aime24", "aime25", "math500", "olymmath", "humaneval", "mbpp", "mmlu",
-               "ifeval", "medqa"]
+               "ifeval", "medqa", "medqa_loglik"]
+LETTERS = "ABCD"
 MICRO_TASKS = ["micro_math", "micro_reverse", "micro_sort"]
 
 
@@ -43,6 +44,8 @@ def _completion(task: str, doc: dict, right: bool) -> str:
         return doc["code"] + "\n```" if right else "def unrelated():\n    pass\n```"
     if task == "ifeval":
         return IFEVAL_RESPONSES[str(doc["key"])]["right" if right else "wrong"]
+    if task == "geora_medqa":  # a reasoned, boxed letter, as MedQA training samples it
+        return f"Reasoning... so \\boxed{{{LETTERS[(doc['label'] + (0 if right else 1)) % 4]}}}"
     raise KeyError(task)
 
 

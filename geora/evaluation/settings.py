@@ -48,6 +48,17 @@ def _repeats(v: Any, where: str) -> int | dict[str, int] | None:
     return out
 
 
+def _chat_template(value, where: str) -> bool:
+    """eval.apply_chat_template: true/false, or the model's prompt format ("chat" / "plain",
+    what conf/eval/*.yaml interpolate from model.prompt_format)."""
+    if value in (True, "chat"):
+        return True
+    if value in (False, "plain"):
+        return False
+    raise ValueError(f"eval.apply_chat_template={value!r} {where}: expected true, false, "
+                     f"'chat' or 'plain'")
+
+
 @dataclass(frozen=True)
 class EvalSettings:
     name: str = "custom"
@@ -121,7 +132,8 @@ class EvalSettings:
         gen_kwargs = dict(raw.get("gen_kwargs") or {})
         return cls(name=name, tasks=tasks, in_domain=in_domain, backend=backend,
                    batch_size=ints["batch_size"] or 1, limit=ints["limit"], data_dir=data_dir,
-                   apply_chat_template=bool(raw.get("apply_chat_template", True)),
+                   apply_chat_template=_chat_template(raw.get("apply_chat_template", True),
+                                                      where),
                    gen_kwargs=gen_kwargs, repeats=repeats,
                    max_gen_toks=ints["max_gen_toks"],
                    allow_code_execution=bool(raw.get("allow_code_execution", False)),

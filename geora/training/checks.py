@@ -83,6 +83,7 @@ NUMERIC_SETTINGS: dict[str, Range] = {
     "train.top_p": Range(integer=False, low=0, high=1, low_open=True),
     "train.beta": NON_NEGATIVE,
     "train.epsilon": POSITIVE,
+    "train.epsilon_high": Range(integer=False, low=0, low_open=True, nullable=True),
     "train.num_iterations": INT_POSITIVE,
     "train.save_steps": INT_POSITIVE,
     "train.save_total_limit": Range(integer=True, low=1, nullable=True),
@@ -93,6 +94,9 @@ NUMERIC_SETTINGS: dict[str, Range] = {
     "model.init_seed": INT_NON_NEGATIVE,
 }
 
+
+# The checkpoint families (conf/checkpoint/: base = pretrained, post = post-trained).
+CHECKPOINTS = ("base", "post")
 
 # Settings that may be given once or per chat mode ({thinking: ..., no_thinking: ...}).
 PER_CHAT_MODE = ("train.max_completion_length",)
@@ -128,8 +132,8 @@ def check_config(cfg) -> None:
             continue
         if value is not missing:
             check_value(key, value, valid)
-    if cfg.get("eval") is not None:
-        EvalSettings.from_config(cfg.eval)
+    if cfg.get("method") is not None and cfg.method.get("trains", True) and cfg.method.get("options"):
+        check_method_options(cfg.method)
     if cfg.get("analysis") is not None:
         from geora.training.weight_analysis import AnalysisSettings
 
@@ -140,6 +144,37 @@ def check_config(cfg) -> None:
                 torch_dtype(str(cfg.model.get("dtype", "float32")))
         except ValueError as e:
             raise ValueError(f"model.dtype: {e}") from None
+        check_checkpoint(cfg.model)
+    if cfg.get("eval") is not None:   # after the model: eval interpolates its prompt format
+        EvalSettings.from_config(cfg.eval)
+
+
+def check_method_options(method) -> None:
+    """method.options' values (a seed that is not an integer, an unknown svd, ...), checked
+    before anything is written rather than inside prepare_model."""
+    from omegaconf import OmegaConf
+
+    from geora.methods import check_option_values
+
+    try:
+        check_option_values(str(method.name), OmegaConf.to_container(method.options, resolve=True))
+    except ValueError as e:
+        raise ValueError(f"method.options: {e}") from None
+
+
+def check_checkpoint(model) -> None:
+    """The model's prompt format is known, and a checkpoint that was never released
+    (conf/model/qwen3_32b/base.yaml: `unavailable`) is refused unless random weights or a
+    local copy stand in for it."""
+    from geora.prompts import check_prompt_format
+
+    check_prompt_format(model.get("prompt_format", "chat"))
+    family = model.get("family")
+    if family not in (None, *CHECKPOINTS):
+        raise ValueError(f"model.family={family!r} (model {model.get('name')!r}): choose one of "
+                         f"{', '.join(CHECKPOINTS)} with checkpoint=base|post")
+    if model.get("unavailable") and not (model.get("random_init") or model.get("local_path")):
+        raise ValueError(f"model {model.get('name')!r}: {model.unavailable}")
 
 
 def trains(cfg) -> bool:
@@ -170,6 +205,13 @@ def check_run_inputs(cfg, device: str) -> None:
                 f"eval.enable_thinking={settings.enable_thinking} but model.enable_thinking="
                 f"{thinking}: the model would be trained in one chat mode and evaluated in "
                 f"another; set model.enable_thinking (eval.enable_thinking follows it)")
+        chat = str(cfg.model.get("prompt_format", "chat")) == "chat"
+        if settings.apply_chat_template != chat:
+            raise ValueError(
+                f"eval.apply_chat_template={settings.apply_chat_template} but model.prompt_format="
+                f"{cfg.model.get('prompt_format', 'chat')}: the model would be trained on one "
+                f"prompt format and evaluated on another; leave eval.apply_chat_template to "
+                f"follow model.prompt_format")
     check_resources(cfg, trains(cfg))   # every missing model / data set named at once
     if settings.tasks:
         build_specs(settings)

@@ -141,12 +141,19 @@ def reward_windows(log: list[dict], share: float = 0.1) -> dict:
             "reward_window": k, "reward_per_step": rewards}
 
 
-def method_kwargs(method: DictConfig) -> dict:
-    """prepare_model's arguments from a `method` config group (null = not given)."""
+def method_kwargs(method: DictConfig, seed: int | None = None) -> dict:
+    """prepare_model's arguments from a `method` config group (null = not given); the run's
+    `seed` is the method's `seed` option (randomized SVD, Random-r draws) unless
+    method.options sets it. LoRA's A0: torch's generator, seeded by `prepare`."""
+    from geora.methods import get_method
+
     kw = {k: method[k] for k in ("rank", "rho", "alpha", "target_modules")
           if method.get(k) is not None}
     if method.get("options"):
         kw.update(OmegaConf.to_container(method.options, resolve=True))
+    takes_seed = method.get("trains", True) and "seed" in get_method(str(method.name)).options
+    if seed is not None and takes_seed and kw.get("seed") is None:
+        kw["seed"] = int(seed)
     return kw
 
 
@@ -177,7 +184,7 @@ def load_train_data(cfg: DictConfig):
     from geora.data.loaders import load_data
     from geora.rewards import check_code_execution_allowed, check_reward_columns
 
-    data, _held_out = load_data(cfg.data)
+    data, _held_out = load_data(cfg.data, str(cfg.model.get("prompt_format", "chat")))
     names = list(cfg.train.rewards)
     check_reward_columns(names, data.column_names, str(cfg.data.name))
     if "test_format" in data.column_names:   # (code execution was allowed by check_run_inputs)
@@ -316,7 +323,7 @@ def prepare(run: Run) -> None:
     import geora
 
     torch.manual_seed(int(run.cfg.seed))
-    kwargs = method_kwargs(run.cfg.method)
+    kwargs = method_kwargs(run.cfg.method, int(run.cfg.seed))
     if keeps_initial(run.cfg):   # FullFT: a CPU copy of W0, so that dW = W1 - W0 can be read
         kwargs["keep_initial"] = True
     run.model = geora.prepare_model(run.model, str(run.cfg.method.name), **kwargs)

@@ -57,6 +57,30 @@ def process_math(doc: dict, results: list) -> dict[str, float]:
     return _scores([is_correct(gold, c) for c in _samples(results)])
 
 
+# ---------------------------------------------------------------- MedQA, generative
+def medqa_prompt(doc: dict) -> str:
+    """The user text MedQA training gives the same record (geora.data.schemas, `medqa`):
+    the question, the lettered options, the boxed-letter instruction."""
+    from geora.data.schemas import to_rlvr_row
+
+    return to_rlvr_row("medqa", doc, where=f"MedQA item {doc.get('id', '?')!r}")["prompt_text"]
+
+
+def medqa_gold(doc: dict) -> str:
+    from geora.data.schemas import to_rlvr_row
+
+    return to_rlvr_row("medqa", doc, where=f"MedQA item {doc.get('id', '?')!r}")["final_answer"]
+
+
+def process_medqa(doc: dict, results: list) -> dict[str, float]:
+    """1 per sample whose final letter (the `choice` reward's reading: the last \\boxed{}, or
+    a closing "The answer is X") is the gold letter; a wrong or missing letter scores 0."""
+    from geora.rewards import final_choice
+
+    gold, samples = medqa_gold(doc), _samples(results)
+    return {"avg_at_k": sum(final_choice(c) == gold for c in samples) / len(samples)}
+
+
 # ---------------------------------------------------------------- micro tasks
 def micro_dataset(micro_task: str, split: str = "test", n: int = 200, seed: int = 0,
                   **_metadata: Any):
