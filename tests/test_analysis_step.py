@@ -161,5 +161,8 @@ def test_the_config_block_and_the_settings_defaults_agree():
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config")
-    assert AnalysisSettings.from_config(cfg.analysis) == AnalysisSettings()
+        paper = compose("config", overrides=["train=paper"])
+    # track_every's default follows the train recipe (micro: on; paper: off, as in Python)
+    assert AnalysisSettings.from_config(cfg.analysis) == AnalysisSettings(track_every=10)
+    assert AnalysisSettings.from_config(paper.analysis).track_every is None
     assert AnalysisSettings().k == DEFAULT_RANK
