@@ -171,6 +171,8 @@ def premise_per_part(frame: pd.DataFrame, out: Path, part: str = "by_layer") -> 
         for sub in FIGURE_SUBSPACES:
             keys, vals = _per_part(frame, part, sub)[label]
             x = np.arange(len(keys))
+            if np.isnan(np.asarray(vals, dtype=float)).all():    # not measured in these runs
+                continue
             line = _band(ax, x, vals, LABELS[sub], marker="o")
             _, chance = _per_part(frame, part, sub, "chance")[label]
             ax.plot(x, np.nanmean(chance, axis=0), ":", color=line.get_color())
@@ -236,16 +238,52 @@ def geometry_series(runs: pd.DataFrame) -> dict:
     return out
 
 
+def geometry_cost(run_dir, every: int | None = None) -> dict:
+    """What the geometry callback cost a run, from its own files: the records' measuring
+    time (median) and setup, against the run's median step time (results.json; the step
+    timer stops before the callback runs). share_at_every = median measure / every / step
+    time (every: the run's own track_every unless given); setup_share_200 = setup / (200
+    steps), the micro default run's length."""
+    from geora.training.rundir import RunFolder
+
+    recs = geometry_of(run_dir)
+    res = RunFolder(run_dir).read_results() or {}
+    step = (res.get("train") or {}).get("step_time_s")
+    if not recs or not step:
+        raise ValueError(f"{run_dir}: no geometry records or no step time (a finished run with "
+                         f"analysis.track_every set is needed)")
+    times = sorted(r["geometry"]["time_s"] for r in recs)
+    every = every or (recs[1]["step"] - recs[0]["step"] if len(recs) > 1 else recs[0]["step"])
+    setup = next((r["geometry"]["setup_s"] for r in recs if "setup_s" in r["geometry"]), None)
+    measure = times[len(times) // 2]
+    return {"method": res.get("method"), "records": len(recs), "step_time_s": step,
+            "measure_s": measure, "setup_s": setup, "every": every,
+            "share_at_every": measure / every / step,
+            "setup_share_200": None if setup is None else setup / (200 * step)}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("roots", nargs="+", type=Path, help="folders searched for run folders")
-    p.add_argument("--out", type=Path, required=True, help="folder for the figures")
+    p.add_argument("--out", type=Path, help="folder for the figures")
+    p.add_argument("--cost", type=int, nargs="?", const=0, metavar="N",
+                   help="print the geometry callback's cost of each run (at every N steps; "
+                        "default: the run's own) instead of drawing")
     args = p.parse_args(argv)
     from analysis.figures import source_text
 
     runs = collect_runs(*args.roots)
     if runs.empty:
         raise SystemExit(f"error: no run folder under {', '.join(map(str, args.roots))}")
+    if args.cost is not None:
+        for d in finished(runs)["run_dir"]:
+            try:
+                print(d, json.dumps(geometry_cost(d, args.cost or None)))
+            except ValueError as e:
+                print(f"skipped {e}")
+        return
+    if args.out is None:
+        raise SystemExit("error: --out FOLDER is needed to write the figures (or pass --cost)")
     written = []
     try:
         frame = premise_frame(runs)
