@@ -121,6 +121,15 @@ def final_frame(study: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def study_series(study: list[dict]) -> dict:
+    """{method lr=...: [each seed's geometry records]}: analysis.premise.geometry_over_training's input."""
+    series = {}
+    for run in study:
+        series.setdefault(f"{run['method']} lr={run['lr']:g}", []).append(
+            [{"step": s["step"], "geometry": s["geometry"]} for s in run["steps"]])
+    return series
+
+
 def over_training(study: list[dict]) -> str:
     """Markdown: per learning rate and checkpoint step, the concentration and the reach of
     FIGURE_SUBSPACES (mean ± t-interval over seeds), then GeoRA - PiSSA paired over seeds."""
@@ -170,11 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     written = [args.out / "table.md"]
     for part in ("by_layer", "by_type"):
         written += premise_per_part(frame, args.out / f"premise_{part[3:]}", part) or []
-    series = {}
-    for run in study:
-        series.setdefault(f"{run['method']} lr={run['lr']:g}", []).append(
-            [{"step": s["step"], "geometry": s["geometry"]} for s in run["steps"]])
-    written += geometry_over_training(series, args.out / "geometry_over_training", source) or []
+    written += geometry_over_training(study_series(study), args.out / "geometry_over_training",
+                                      source) or []
     print(text)
     for path in written:
         print(f"wrote {path}")
