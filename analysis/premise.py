@@ -200,10 +200,11 @@ def geometry_over_training(series: dict, out: Path, source: str) -> list[Path] |
     fig, axes = plt.subplots(1, 2 + len(captured), figsize=(4.5 * (2 + len(captured)), 3.8), squeeze=False)
     axes = axes[0]
     for label, per_seed in series.items():
-        steps = sorted(set.intersection(*[{r["step"] for r in recs} for recs in per_seed]))
+        steps = sorted(set.union(*[{r["step"] for r in recs} for recs in per_seed]))
 
-        def pick(f):
-            return [[f(next(r for r in recs if r["step"] == s)["geometry"]) for s in steps] for recs in per_seed]
+        def pick(f):    # NaN where a seed has no record at that step (a shorter run)
+            by_step = [{r["step"]: r["geometry"] for r in recs} for recs in per_seed]
+            return [[f(b[s]) if s in b else np.nan for s in steps] for b in by_step]
         line = _band(axes[0], steps, pick(lambda g: g["s_head"]), label)
         axes[0].plot(steps, np.nanmean(pick(lambda g: g["s_head_chance"]), axis=0), ":", color=line.get_color())
         _band(axes[1], steps, pick(lambda g: g["rel_update_norm"]), label)

@@ -13,7 +13,8 @@ This reads runs that were trained without analysis.track_every, at the checkpoin
 
 Writes to --out: premise_runs.json (per run and step: the geometry record and the premise's
 overall aggregate; by layer and module type at the last step), table.md (the capture table
-at the last step, the reach over training, GeoRA - PiSSA paired over seeds), and the figures
+at the last checkpoint step every run has, the reach over training, GeoRA - PiSSA paired
+over seeds), and the figures
 premise_by_layer, premise_by_type, geometry_over_training (analysis.premise).
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ from geora.fileio import atomic_write_json, atomic_write_text
 from geora.training.rundir import RunFolder
 
 _STEP = re.compile(r"checkpoint-(\d+)$")
+KEEP_DETAIL_AT = 50          # the step the study's runs of different lengths share
 
 
 def checkpoints(run_dir) -> list[tuple[int, Path]]:
@@ -102,22 +104,33 @@ def read_sweep(root: Path) -> list[dict]:
             print(f"{Path(r['run_dir']).name} step {step}: S_Head {geometry['s_head']:.3f}, "
                   f"reach GeoRA {geometry['capture']['geora']['reach']:.3f} / PiSSA "
                   f"{geometry['capture']['pissa']['reach']:.3f}", flush=True)
-        for s in steps[:-1]:       # by layer / type at the last step only (the file stays small)
-            s["premise"] = {k: v for k, v in s["premise"].items() if k not in ("by_layer", "by_type")}
+        for s in steps:            # by layer / type at the last step and step 50 only (small file)
+            if s is not steps[-1] and s["step"] != KEEP_DETAIL_AT:
+                s["premise"] = {k: v for k, v in s["premise"].items() if k not in ("by_layer", "by_type")}
         out.append({"run_dir": str(r["run_dir"]), "method": r["method"], "model": r["model"],
                     "data": r["data"], "seed": int(r["seed"]), "lr": float(r["lr"]),
                     "settings": r["settings"], "status": "finished", "steps": steps})
     return out
 
 
-def final_frame(study: list[dict]) -> pd.DataFrame:
-    """One row per run at its last checkpoint, in analysis.premise's frame layout."""
+def common_step(study: list[dict]) -> int:
+    """The last checkpoint step every run has (runs of different lengths compare there)."""
+    steps = set.intersection(*[{s["step"] for s in run["steps"]} for run in study])
+    if not steps:
+        raise ValueError("the runs share no checkpoint step")
+    return max(steps)
+
+
+def final_frame(study: list[dict], step: int | None = None) -> pd.DataFrame:
+    """One row per run at checkpoint `step` (default: common_step), in analysis.premise's
+    frame layout; the per-layer and per-type parts are kept for each run's last step only."""
+    step = common_step(study) if step is None else step
     rows = []
     for run in study:
-        if run["steps"]:
-            last = run["steps"][-1]
-            rows.append({k: v for k, v in run.items() if k != "steps"} | flat(last["premise"])
-                        | {"premise": last["premise"], "step": last["step"]})
+        at = next((s for s in run["steps"] if s["step"] == step), None)
+        if at is not None:
+            rows.append({k: v for k, v in run.items() if k != "steps"} | flat(at["premise"])
+                        | {"premise": at["premise"], "step": step})
     return pd.DataFrame(rows)
 
 
@@ -133,22 +146,24 @@ def study_series(study: list[dict]) -> dict:
 def over_training(study: list[dict]) -> str:
     """Markdown: per learning rate and checkpoint step, the concentration and the reach of
     FIGURE_SUBSPACES (mean ± t-interval over seeds), then GeoRA - PiSSA paired over seeds."""
-    lines = ["| lr | step | top-16 share (Gaussian) | " + " | ".join(f"reach {LABELS[s]}" for s in FIGURE_SUBSPACES)
+    lines = ["| lr | step | top-r share (Gaussian's) | " + " | ".join(f"reach {LABELS[s]}" for s in FIGURE_SUBSPACES)
              + " | reach GeoRA − PiSSA (paired) |", "|---|---:|---:|" + "---:|" * (len(FIGURE_SUBSPACES) + 1)]
     for lr in sorted({r["lr"] for r in study}):
         runs = [r for r in study if r["lr"] == lr]
-        steps = sorted(set.intersection(*[{s["step"] for s in r["steps"]} for r in runs]))
+        steps = sorted(set.union(*[{s["step"] for s in r["steps"]} for r in runs]))
         for step in steps:
-            at = [next(s for s in r["steps"] if s["step"] == step) for r in runs]
+            pairs = [(r, s) for r in runs for s in r["steps"] if s["step"] == step]
+            at = [s for _, s in pairs]
 
-            def iv(f, digits=3):
+            def iv(f, digits=3, n=True):
                 m = mean_interval([f(s) for s in at])
-                return "—" if m.mean is None else (f"{m.mean:.{digits}f}" + (f" ± {m.half_width:.{digits}f}" if m.low is not None else ""))
+                return "—" if m.mean is None else (f"{m.mean:.{digits}f}" + (
+                    f" ± {m.half_width:.{digits}f}" if m.low is not None else "") + (f" (n={m.n})" if n else ""))
             conc = iv(lambda s: s["premise"]["overall"]["concentration"]["top_r_share"])
-            gauss = iv(lambda s: s["premise"]["overall"]["concentration_gaussian"]["top_r_share"])
+            gauss = iv(lambda s: s["premise"]["overall"]["concentration_gaussian"]["top_r_share"], n=False)
             reach = [iv(lambda s, x=x: s["geometry"]["capture"][x]["reach"]) for x in FIGURE_SUBSPACES]
-            d = paired_difference({r["seed"]: s["geometry"]["capture"]["geora"]["reach"] for r, s in zip(runs, at)},
-                                  {r["seed"]: s["geometry"]["capture"]["pissa"]["reach"] for r, s in zip(runs, at)})
+            d = paired_difference({r["seed"]: s["geometry"]["capture"]["geora"]["reach"] for r, s in pairs},
+                                  {r["seed"]: s["geometry"]["capture"]["pissa"]["reach"] for r, s in pairs})
             lines.append(f"| {lr:g} | {step} | {conc} ({gauss}) | " + " | ".join(reach)
                          + f" | {format_difference(d, 3)} |")
     return "\n".join(lines) + "\n"
@@ -158,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep", type=Path, help="the sweep folder (e.g. multirun/micro_premise_study)")
     p.add_argument("--out", type=Path, required=True, help="folder for premise_runs.json, table.md, figures")
+    p.add_argument("--step", type=int, help="the checkpoint step of the table (default: the last one every run has)")
     p.add_argument("--reuse", action="store_true", help="read --out/premise_runs.json instead of the checkpoints")
     args = p.parse_args(argv)
     try:
@@ -168,9 +184,9 @@ def main(argv: list[str] | None = None) -> None:
             atomic_write_json(args.out / "premise_runs.json", study)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
-    frame = final_frame(study)
-    table = premise_table(frame, "premise", "The micro premise study: FullFT's update at its "
-                          "last checkpoint (step " + ", ".join(map(str, sorted(set(frame["step"])))) + ")")
+    frame = final_frame(study, args.step)
+    table = premise_table(frame, "premise", f"The micro premise study: FullFT's update at step "
+                          f"{int(frame['step'].iloc[0])}, the checkpoint every run has")
     source = f"source: {args.sweep} | " + ", ".join(
         f"lr={lr:g} n={n}" for lr, n in frame.groupby("lr").size().items())
     text = (render.markdown(table) + "\n## Over training (every kept checkpoint)\n\n" + over_training(study)
