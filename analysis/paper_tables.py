@@ -13,6 +13,7 @@ PAPER_BENCHMARKS, PAPER_MODELS, PAPER_DATA); its numbers are analysis/paper_resu
 | lr | final reward and each held-out score per learning rate | (a claim, no numbers) |
 | sizes | per model (by size), each method's scores | (a claim, no numbers) |
 | analysis | results.json["analysis"]: S_Head readings with chance, NSS, sparsity, masks | PiSSA, GeoRA |
+| premise | full-update runs: capture of dW by each initial subspace, with chance; concentration (analysis.premise) | (a claim, no numbers) |
 
 Runs are grouped in blocks (model, data; efficiency also by device). Without --model/--data a
 table shows the paper's (model, data) block when the runs have it, else every block; the
@@ -369,8 +370,14 @@ def build_analysis(runs: pd.DataFrame, model=None, data=None) -> Table:
     return t
 
 
+def build_premise(runs: pd.DataFrame, model=None, data=None) -> Table:
+    from analysis.premise import build_premise as build   # the premise's own module
+    return build(runs, model=model, data=data)
+
+
 TABLES = {"runs": build_runs, "main": build_main, "ablation": build_ablation, "domains": build_domains,
-          "efficiency": build_efficiency, "lr": build_lr, "sizes": build_sizes, "analysis": build_analysis}
+          "efficiency": build_efficiency, "lr": build_lr, "sizes": build_sizes, "analysis": build_analysis,
+          "premise": build_premise}
 ALIASES = {"main_math": "main"}
 
 

@@ -57,6 +57,8 @@ IGNORED_SETTINGS = (
     "seed", "run_name", "device", "cpu_threads", "eval_before", "logger.*",
     "train.overwrite", "train.resume", "train.save_steps", "train.save_total_limit",
     "train.logging_steps", "train.check_frozen",
+    # what the run logs and analyses afterwards, not what it trains
+    "train.track_every", "analysis.track_every", "analysis.premise",
     # the resolved train.learning_rate is what trains; these are its per-method defaults
     "method.learning_rate", "method.learning_rate_large",
     "model.local_path", "data.local_path", "eval.data_dir",          # where files are

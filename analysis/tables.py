@@ -4,7 +4,8 @@
     python -m analysis.tables multirun --table main                 # the paper's main table
     python -m analysis.tables multirun --table ablation --out tables/   # also tables/ablation.{md,tex,csv}
 
-Tables (analysis.paper_tables): runs, main, ablation, domains, efficiency, lr, sizes, analysis.
+Tables (analysis.paper_tables): runs, main, ablation, domains, efficiency, lr, sizes, analysis,
+premise (analysis.premise).
 Markdown goes to stdout; --out DIR writes <table>.md, <table>.tex (booktabs) and <table>.csv
 (long form: one line per cell with every number behind it). Seeds are shown as mean ± the
 95% t-interval with n; a method without runs is shown as "missing", failed runs are listed

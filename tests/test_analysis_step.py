@@ -77,16 +77,20 @@ def test_a_run_writes_its_weight_analysis(method, masked, tmp_path):
 
 
 def test_fullft_keeps_its_initial_weights_only_for_the_analysis(tmp_path):
-    """keep_initial is asked for FullFT alone, and only while the analysis may keep W0;
+    """keep_initial is asked for FullFT alone, and only while the analysis (or the geometry
+    callback) may keep W0;
     without W0 the analysis records why it was skipped (no model needed to decide)."""
     from geora.training.pipeline import Run, analyse, keeps_initial
     from geora.training.rundir import RunFolder
 
     assert keeps_initial(config("method=fullft", "method.rank=null"))
     assert not keeps_initial(config("method=lora"))
+    # the geometry callback (analysis.track_every) reads dW while training: it keeps W0 too
+    assert keeps_initial(config("method=fullft", "method.rank=null", "analysis.enabled=false",
+                                "analysis.track_every=5"))
     records = {}
     for off in ("analysis.keep_initial=false", "analysis.enabled=false"):
-        cfg = config("method=fullft", "method.rank=null", off)
+        cfg = config("method=fullft", "method.rank=null", off, "analysis.track_every=null")
         assert not keeps_initial(cfg)
         run = Run(cfg, RunFolder(tmp_path), "cpu")
         analyse(run, {})          # run.model is None: neither case may touch it
@@ -161,5 +165,8 @@ def test_the_config_block_and_the_settings_defaults_agree():
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config")
-    assert AnalysisSettings.from_config(cfg.analysis) == AnalysisSettings()
+        paper = compose("config", overrides=["train=paper"])
+    # track_every's default follows the train recipe (micro: on; paper: off, as in Python)
+    assert AnalysisSettings.from_config(cfg.analysis) == AnalysisSettings(track_every=10)
+    assert AnalysisSettings.from_config(paper.analysis).track_every is None
     assert AnalysisSettings().k == DEFAULT_RANK

@@ -97,5 +97,9 @@ def test_notebook_runs(path, tiny_sweep, tmp_path, monkeypatch):
     assert "8 run folders" in text and "Base (untrained): {'micro_math_1k': 48.9" in text
     assert "± " in text and "(n=2)" in text                     # intervals over the two seeds
     pngs = sorted(p.name for p in (tmp_path / "figures").rglob("*.png"))
-    assert pngs == ["lr_robustness.png", "nss_per_layer.png", "reward_curves.png",
+    assert pngs == ["geometry_over_training.png", "lr_robustness.png", "nss_per_layer.png",
+                    "premise_layer.png", "premise_type.png", "reward_curves.png",
                     "s_head_per_layer.png", "spectra.png"], pngs
+    # the premise section: the tiny sweep has no full-update run (one line), the shipped study does
+    assert "this sweep: the premise table needs runs of a full-update method" in text
+    assert "the shipped premise study:" in text and "PiSSA (W0 top-r)" in text

@@ -333,6 +333,7 @@ def prepare(run: Run) -> None:
 
 def grpo(run: Run) -> dict:
     """GRPO through TRL; returns the training record for results.json."""
+    from geora.training.geometry import geometry_callbacks
     from geora.training.grpo import JsonlLogCallback, StepStats, build_trainer
 
     from geora.training.resume import AtMaxSteps, StopAtMaxSteps, check_checkpoint
@@ -344,7 +345,8 @@ def grpo(run: Run) -> dict:
                             output_dir=str(run.folder.checkpoints), seed=int(cfg.seed),
                             device=run.device, report_to=list(cfg.logger.report_to),
                             callbacks=[JsonlLogCallback(run.folder.log), stats,
-                                       StopAtMaxSteps()],
+                                       StopAtMaxSteps(),
+                                       *geometry_callbacks(cfg, run.model, run.folder.log)],
                             enable_thinking=cfg.model.get("enable_thinking"))
     try:
         out = trainer.train(resume_from_checkpoint=run.resume_from)
@@ -382,12 +384,14 @@ def save(run: Run) -> None:
 
 
 def keeps_initial(cfg: DictConfig) -> bool:
-    """Whether the method is prepared with keep_initial=True: the analysis is on, allowed to
-    keep W0 (analysis.keep_initial), and the method keeps it only when asked (FullFT)."""
+    """Whether the method is prepared with keep_initial=True: the analysis is on (or the
+    geometry is tracked, analysis.track_every), allowed to keep W0 (analysis.keep_initial),
+    and the method keeps it only when asked (FullFT)."""
     from geora.training.weight_analysis import AnalysisSettings, needs_initial_weights
 
     settings = AnalysisSettings.from_config(cfg.get("analysis"))
-    return settings.enabled and settings.keep_initial and needs_initial_weights(str(cfg.method.name))
+    return ((settings.enabled or settings.track_every is not None) and settings.keep_initial
+            and needs_initial_weights(str(cfg.method.name)))
 
 
 def analyse(run: Run, train_record: dict) -> None:

@@ -54,6 +54,8 @@ class AnalysisSettings:
     keep_initial: bool = True
     modules: bool = True
     progress: bool = True
+    premise: bool = True          # full-update runs: results.json["analysis"]["premise"]
+    track_every: int | None = None   # geometry every N steps while training (geometry.py)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> "AnalysisSettings":
@@ -65,13 +67,18 @@ class AnalysisSettings:
         Traceback (most recent call last):
         ...
         ValueError: analysis.k=0: expected an integer >= 1
+        >>> AnalysisSettings.from_config({"track_every": 0})
+        Traceback (most recent call last):
+        ...
+        ValueError: analysis.track_every=0: expected an integer >= 1 or null
         """
         raw = dict(cfg.items()) if cfg is not None else {}
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ValueError(f"unknown analysis config key(s) {unknown}; known: {sorted(known)}")
-        for key, nullable in (("k", False), ("exact_max_dim", False), ("nss_full_max_numel", True)):
+        for key, nullable in (("k", False), ("exact_max_dim", False), ("nss_full_max_numel", True),
+                              ("track_every", True)):
             v = raw.get(key, getattr(cls, key))
             if (v is None and not nullable) or (v is not None and (
                     isinstance(v, bool) or not isinstance(v, int) or v < 1)):
@@ -81,7 +88,7 @@ class AnalysisSettings:
             v = raw.get(key, getattr(cls, key))
             if v not in choices:
                 raise ValueError(f"analysis.{key}={v!r}: choose one of {choices}")
-        for key in ("enabled", "keep_initial", "modules", "progress"):
+        for key in ("enabled", "keep_initial", "modules", "progress", "premise"):
             v = raw.get(key, getattr(cls, key))
             if not isinstance(v, bool):
                 raise ValueError(f"analysis.{key}={v!r}: expected true or false")
@@ -141,9 +148,19 @@ def needs_initial_weights(method: str) -> bool:
     return KEEP_INITIAL in get_method(method).options
 
 
+def premise_applies(state) -> bool:
+    """Whether a prepared model's update is unconstrained enough to test the premise on
+    (geora.geometry.premise): the full-update kinds, FullFT and SparseFT."""
+    from geora.kinds import FULL, SPARSE
+
+    return state.kind in (FULL.name, SPARSE.name)
+
+
 def analyse_model(model, settings: AnalysisSettings) -> dict:
     """geora.geometry.summary.summarise_updates of a prepared (trained) model, with masks as
-    `settings.masks` says; adds "masks" (the settings used and the count check)."""
+    `settings.masks` says; adds "masks" (the settings used and the count check) and, for a
+    full-update method with `settings.premise`, "premise" (geora.geometry.premise.premise_summary at
+    r = k, rho = the method's or the paper's)."""
     from geora.geometry.summary import summarise_updates
     from geora.kinds import prepared_state
 
@@ -159,6 +176,13 @@ def analyse_model(model, settings: AnalysisSettings) -> dict:
     summary["masks"] = None if masks is None else {
         **masks, "source": "recomputed from W0 (geora.init.geora_masks)",
         "count_rel_diff_max": max(checks.values()) if checks else None}
+    if settings.premise and premise_applies(state):
+        from geora.methods import DEFAULT_RHO
+        from geora.geometry.premise import premise_summary
+
+        with torch.no_grad():
+            summary["premise"] = premise_summary(update_items(model, None), r=settings.k,
+                                                 rho=state.rho or DEFAULT_RHO)
     return summary
 
 
@@ -166,6 +190,8 @@ def results_record(summary: dict, train_runtime_s: float | None = None) -> dict:
     """What results.json["analysis"] keeps: everything but the per-matrix detail, plus the
     analysis' time as a share of the training time."""
     record = {k: v for k, v in summary.items() if k != "modules"}
+    if "premise" in record:     # its per-matrix detail stays in summary.json too
+        record["premise"] = {k: v for k, v in record["premise"].items() if k != "modules"}
     record["file"] = f"analysis/{SUMMARY_FILE}"
     if train_runtime_s:
         record["time_share_of_training"] = summary["time_s"] / train_runtime_s
@@ -179,6 +205,7 @@ def write_analysis(folder, summary: dict, *, modules: bool = True,
     from geora.fileio import atomic_write_json
 
     record = results_record(summary, train_runtime_s)
-    full = summary if modules else {k: v for k, v in summary.items() if k != "modules"}
+    full = summary if modules else {k: v for k, v in results_record(summary).items()
+                                    if k in summary}
     atomic_write_json(folder.analysis / SUMMARY_FILE, full)
     return record
