@@ -190,7 +190,7 @@ def test_the_callback_on_an_adapter_logs_no_capture(tmp_path):
 
 def test_a_fullft_run_writes_geometry_records_and_its_premise(tmp_path, monkeypatch):
     """The issue's "done when" at tiny size: train.max_steps=4, analysis.track_every=2."""
-    from geora.training import rewards
+    from geora import rewards
     from geora.training.pipeline import train
     from tests.test_analysis_step import config
 
