@@ -42,11 +42,17 @@ def test_cfg_job_shows_the_checkpoint_the_evidence_chose():
     assert "name: qwen3_8b\n  family: post\n  hub_id: Qwen/Qwen3-8B\n" in post
 
 
-def test_a_pretrained_qwen_stops_at_im_end_as_well_as_its_eos():
+@pytest.fixture(scope="module")
+def loaded():
+    """{checkpoint: (shrunk Qwen3-8B model, the real Qwen3 tokenizer)} as load_model gives them."""
+    return {c: load_model(make("model=qwen3_8b", f"checkpoint={c}", *SHRUNK).model)
+            for c in ("base", "post")}
+
+
+def test_a_pretrained_qwen_stops_at_im_end_as_well_as_its_eos(loaded):
     """Through ChatML a pretrained Qwen closes its answer with <|im_end|>, which is not its
     eos: the loaded model stops there (TRL's rollouts read generation_config.eos_token_id)."""
-    base, post = (load_model(make("model=qwen3_8b", f"checkpoint={c}", *SHRUNK).model)
-                  for c in ("base", "post"))
+    base, post = loaded["base"], loaded["post"]
     model, tok = base
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     assert list(make("model=qwen3_8b").model.stop_tokens) == ["<|im_end|>"]
@@ -61,8 +67,8 @@ def test_a_pretrained_qwen_stops_at_im_end_as_well_as_its_eos():
                           else post[0].generation_config.eos_token_id or [])
 
 
-def test_an_unknown_stop_token_is_named():
-    model, tok = load_model(make("model=qwen3_8b", *SHRUNK).model)
+def test_an_unknown_stop_token_is_named(loaded):
+    model, tok = loaded["post"]
     with pytest.raises(ValueError, match=r"^model.stop_tokens: '<\|nope\|>' \(model 'm'\) is not a token"):
         add_stop_tokens(model, tok, ["<|nope|>"], "m")
 

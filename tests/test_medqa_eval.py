@@ -61,20 +61,18 @@ def test_medqa_is_generative_and_the_loglik_reading_is_extra():
     assert list(cfg.eval.tasks) == ["medqa", "medqa_loglik"] and list(cfg.eval.in_domain) == ["medqa"]
 
 
-def test_both_readings_score_the_fixtures(tmp_path):
-    """Through lm-eval: a model that always boxes the right letter scores 100 on `medqa`, a
-    wrong letter 0; the log-likelihood reading runs beside it on the same file."""
+def test_lm_eval_asks_the_training_prompt_and_scores_the_boxed_letter(tmp_path):
+    """Through lm-eval (plain prompts here; the chat template is the same for both sides):
+    the request is the training prompt and a boxed right letter scores 100. (All-or-nothing
+    for both readings, 100 and 0: tests/test_evaluation.py.)"""
     from tests.test_evaluation import ScriptedLM, _settings
 
     from geora.evaluation import run_lm
 
-    for right, expected in ((True, 100.0), (False, 0.0)):
-        scores = run_lm(ScriptedLM(lambda *_: right), None,
-                        _settings(["medqa", "medqa_loglik"]), tmp_path / str(right))
-        assert scores == {"medqa": expected, "medqa_loglik": expected}
-        rows = (tmp_path / str(right) / "samples_geora_medqa.jsonl").read_text().splitlines()
-        prompts = {json.loads(r)["doc"]["id"]: json.loads(r)["prompt"] for r in rows}
-        assert prompts == {doc["id"]: task_utils.medqa_prompt(doc) for doc in records()}
+    assert run_lm(ScriptedLM(lambda *_: True), None, _settings(["medqa"]), tmp_path) == {"medqa": 100.0}
+    rows = (tmp_path / "samples_geora_medqa.jsonl").read_text().splitlines()
+    prompts = {json.loads(r)["doc"]["id"]: json.loads(r)["prompt"] for r in rows}
+    assert prompts == {doc["id"]: task_utils.medqa_prompt(doc) for doc in records()}
 
 
 @pytest.mark.parametrize("task", ["medqa", "medqa_loglik"])
