@@ -102,13 +102,13 @@ class NonFiniteUpdate(ValueError):
 def mask_settings(state, which: str) -> dict | None:
     """geora_masks' arguments for a prepared model's state (GeoraState), or None when this
     run gets no masks under `which` (MASK_CHOICES)."""
-    from geora.methods import DEFAULT_RANK, DEFAULT_RHO
+    from geora.methods import DEFAULT_RANK, DEFAULT_RHO, SVD_DEFAULT, get_method
 
-    if which == "none" or (which == "auto" and state.rho is None):
+    if which == "none" or (which == "auto" and not get_method(state.method).analysis_masks):
         return None
     opts = state.options or {}
     return {"rank": state.rank or DEFAULT_RANK, "rho": state.rho or DEFAULT_RHO,
-            "svd": opts.get("svd", "auto"), "niter": opts.get("niter"),
+            "svd": opts.get("svd", SVD_DEFAULT), "niter": opts.get("niter"),
             "seed": opts.get("seed", 0)}
 
 
