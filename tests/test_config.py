@@ -150,3 +150,23 @@ def test_unreachable_hub_fails_fast_with_one_message(overrides, names, tmp_path)
     assert "Traceback" not in p.stderr
     assert time.time() - t0 < 90  # seconds of imports, no retries
     assert not (tmp_path / "failure.json").exists()   # found at the start: nothing written
+
+
+def test_eval_defaults_live_in_one_place():
+    """conf/eval_defaults/common.yaml (every eval file's defaults) and the EvalSettings
+    dataclass (the library's) hold the same defaults, and every eval file uses the former."""
+    import dataclasses
+
+    import yaml
+
+    from geora.evaluation.settings import EvalSettings
+
+    common = yaml.safe_load((ROOT / "conf" / "eval_defaults" / "common.yaml").read_text())
+    library = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING
+                        else f.default) for f in dataclasses.fields(EvalSettings)}
+    interpolated = {"apply_chat_template", "enable_thinking"}   # follow the model's config
+    assert set(common) <= set(library)
+    assert {k: v for k, v in common.items() if k not in interpolated} == \
+        {k: library[k] for k in common if k not in interpolated}
+    for path in (ROOT / "conf" / "eval").glob("*.yaml"):
+        assert "/eval_defaults/common@_here_" in path.read_text(), path.name

@@ -204,7 +204,9 @@ def test_paper_main_eval_is_paper_math_plus_paper_ood_with_their_settings():
 
 
 def test_paper_ablation_eval_is_paper_math_with_other_sample_counts():
-    ablation, math = (OmegaConf.load(CONF / "eval" / f"{n}.yaml") for n in ("paper_ablation", "paper_math"))
+    from tests.conftest import eval_group
+
+    ablation, math = (eval_group(n) for n in ("paper_ablation", "paper_math"))
     differ = {k for k in set(ablation) | set(math) if ablation.get(k) != math.get(k)}
     assert differ == {"name", "repeats"}
 

@@ -65,7 +65,7 @@ class EvalSettings:
     tasks: tuple[str, ...] = ()
     in_domain: tuple[str, ...] = ()
     backend: str = "hf"
-    batch_size: int = 8
+    batch_size: int = 16
     limit: int | None = None
     data_dir: str | None = None
     apply_chat_template: bool = True
@@ -79,6 +79,9 @@ class EvalSettings:
     enable_thinking: bool | None = None   # Qwen3 chat templates; None = the template's default
     think_end_token: str | None = None    # e.g. "</think>": score only what follows it
     num_threads: int | None = None        # torch CPU threads during the evaluation; None = as is
+    # scripts/evaluate.py only: replace a run's evaluation made with other settings
+    # (conf/evaluate.yaml); the harness itself never reads it.
+    overwrite: bool = False
 
     def repeats_for(self, task: str) -> int | None:
         """The k of a sampled task: eval.repeats (for all, or this task's entry) or None
@@ -141,7 +144,8 @@ class EvalSettings:
                    log_samples=bool(raw.get("log_samples", True)), seed=int(raw.get("seed", 0)),
                    enable_thinking=thinking,
                    think_end_token=raw.get("think_end_token"),
-                   num_threads=ints["num_threads"])
+                   num_threads=ints["num_threads"],
+                   overwrite=bool(raw.get("overwrite", False)))
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple)
