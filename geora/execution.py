@@ -49,9 +49,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from geora import sandbox
+from geora.sandbox import code_runner, code_runner_info, python_argv  # noqa: F401
+
 ALLOW_ENV = "HF_ALLOW_CODE_EVAL"
 DEFAULT_TIMEOUT_S = 10.0
 CHILD = Path(__file__).resolve().parent / "_sandbox_child.py"
+RPC = Path(__file__).resolve().parent / "_sandbox_rpc.py"
 MODES = ("program", "asserts", "pytest")
 
 
@@ -75,6 +79,7 @@ class Limits:
     #   threads), not enforced for root; None leaves it to the audit hook, which refuses
     #   every new process whatever the user.
     guard: bool = True                     # the audit hook (writes, processes, network)
+    runner: str | None = None              # "bwrap" | "guard" | None: bwrap where it works
 
     def child_limits(self) -> dict[str, int | None]:
         mb = 1 << 20
@@ -165,31 +170,89 @@ def _parse(stdout: bytes, nonce: str, expected: int) -> tuple[int, int, str | No
     return passed, total, setup_error, ended
 
 
+def _commands(runner: str, role: str | None, writable: list[str], cwd: str) -> list[str]:
+    """The command of one side of a job: the program child (role None) or the split job's
+    server / harness, inside bwrap or (fallback) as a plain subprocess."""
+    argv = python_argv(CHILD) if role is None else python_argv(RPC, role)
+    if runner != "bwrap":
+        return argv
+    return sandbox.command(argv, writable, env=_environment(cwd), cwd=cwd)
+
+
+def _start(cmd: list[str], cwd: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen(cmd, cwd=cwd, env=_environment(cwd), start_new_session=True,
+                            close_fds=True, **kw)
+
+
+def _wait(proc: subprocess.Popen, payload: bytes, timeout_s: float) -> tuple[bytes, bytes, bool]:
+    """(stdout, stderr, timed out) of `proc` fed `payload`; its process group killed after."""
+    try:
+        out, err = proc.communicate(payload, timeout=timeout_s)
+        return out, err, False
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        out, err = _drain(proc)
+        return out, err, True
+    finally:
+        _kill_group(proc.pid)  # anything it started that is still alive
+
+
+def _run_program(job: dict, payload: dict, limits: Limits, runner: str, tmp: str):
+    """The program job: one process runs program and verdict alike (see the module doc)."""
+    proc = _start(_commands(runner, None, [tmp], tmp), tmp, stdin=subprocess.PIPE,
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return proc, *_wait(proc, json.dumps({**job, **payload}).encode(), limits.timeout_s)
+
+
+def _run_split(job: dict, payload: dict, limits: Limits, runner: str, tmp: str):
+    """An asserts/pytest job: the solution in one process (server), the tests and the verdicts
+    in another (harness), talking through two pipes (geora/_sandbox_rpc.py)."""
+    shared, private = os.path.join(tmp, "shared"), os.path.join(tmp, "harness")
+    os.mkdir(shared)
+    os.mkdir(private)
+    to_server, from_harness = os.pipe()[::-1]    # (write end, read end)
+    from_server, to_harness = os.pipe()
+    fds = (to_server, from_harness, from_server, to_harness)
+    try:
+        server = _start(_commands(runner, "server", [shared], shared), shared,
+                        stdin=from_harness, stdout=to_harness, stderr=subprocess.DEVNULL)
+        try:
+            harness = _start(_commands(runner, "harness", [shared, private], private), private,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, pass_fds=(from_server, to_server))
+        except BaseException:
+            _kill_group(server.pid)
+            server.wait()
+            raise
+    finally:
+        for fd in fds:
+            os.close(fd)
+    job = {k: v for k, v in job.items() if k != "program"}
+    payload = {**job, **payload, "shared": shared, "from_server": from_server,
+               "to_server": to_server}
+    try:
+        result = harness, *_wait(harness, json.dumps(payload).encode(), limits.timeout_s)
+    finally:
+        _kill_group(server.pid)
+        server.wait()
+    return result
+
+
 def execute(job: dict[str, Any], limits: Limits = Limits()) -> ExecutionResult:
     """Run one job (see the module doc) under `limits`; never raises for what the program
     does. Raises CodeExecutionRefused unless code execution was allowed."""
     _require_allowed()
     expected = _check_job(job)
+    runner = sandbox.code_runner(limits.runner)
     nonce = secrets.token_hex(16)
-    payload = json.dumps({**job, "nonce": nonce, "limits": limits.child_limits(),
-                          "guard": limits.guard, "expected_tests": expected}).encode()
+    payload = {"nonce": nonce, "limits": limits.child_limits(), "guard": limits.guard,
+               "expected_tests": expected}
+    run = _run_program if job["mode"] == "program" else _run_split
     with tempfile.TemporaryDirectory(prefix="geora_exec_", ignore_cleanup_errors=True) as tmp:
         try:
-            proc = subprocess.Popen([sys.executable, "-I", "-B", str(CHILD)], cwd=tmp,
-                                    env=_environment(tmp), stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    start_new_session=True, close_fds=True)
+            proc, out, err, timed_out = run(job, payload, limits, runner, tmp)
         except OSError as e:
-            return ExecutionResult(0, expected, "error", f"could not start python: {e}")
-        timed_out = False
-        try:
-            out, err = proc.communicate(payload, timeout=limits.timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc.pid)
-            out, err = _drain(proc)
-        finally:
-            _kill_group(proc.pid)  # anything it started that is still alive
+            return ExecutionResult(0, expected, "error", f"could not start the runner: {e}")
     passed, total, setup_error, ended = _parse(out, nonce, expected)
     if setup_error is not None:
         return ExecutionResult(0, total, "error", f"the sandbox failed: {setup_error}")

@@ -1,0 +1,124 @@
+"""The operating-system sandbox of the code runner (geora.execution): bubblewrap (`bwrap`).
+
+Written here because no maintained Python package wraps bwrap; bwrap itself (Debian's
+`bubblewrap`, `apt-get install -y bubblewrap`) does the isolation. Each sandboxed process gets:
+- a read-only view of the whole file system (`--ro-bind / /`), with well-known credential
+  files of $HOME (~/.ssh, ~/.netrc, the Hugging Face token, ...) hidden behind empty ones;
+- a private, empty /tmp (tmpfs) plus the job's own folder(s), writable, bound at their host
+  path (so a path a test passes to the solution means the same file on both sides);
+- new user, PID, network, IPC, UTS and cgroup namespaces (`--unshare-all`): no network, and a
+  /proc that shows only the sandbox's own processes (not the trainer's environ or memory);
+- no capabilities (`--cap-drop ALL`), a new session (`--new-session`: no terminal injection),
+  death with the runner (`--die-with-parent`) and a clean environment (`--clearenv` + the
+  few variables given).
+Where bwrap is missing or cannot create namespaces here, `code_runner()` answers "guard" and
+the runner falls back to the Python audit-hook guard alone (one warning line per process).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterable
+
+log = logging.getLogger(__name__)
+
+RUNNERS = ("bwrap", "guard")
+RUNNER_ENV = "GEORA_CODE_RUNNER"   # force one: "bwrap" (error if unusable) or "guard"
+# Credentials a process running as this user could otherwise read (relative to $HOME).
+HIDDEN_IN_HOME = (".ssh", ".netrc", ".git-credentials", ".pypirc", ".aws", ".docker",
+                  ".cache/huggingface", ".huggingface", ".config/gcloud", ".kaggle", ".gnupg")
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap")
+
+
+@functools.lru_cache(maxsize=None)
+def bwrap_problem() -> str | None:
+    """None when bwrap runs a process in a sandbox here, else why not (one line)."""
+    exe = bwrap_path()
+    if exe is None:
+        return "bwrap not found (install Debian's bubblewrap: apt-get install -y bubblewrap)"
+    try:
+        probe = subprocess.run(command(["/bin/true"], writable=()), capture_output=True,
+                               timeout=30, env={})
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"bwrap failed to start: {e}"
+    if probe.returncode != 0:
+        tail = probe.stderr.decode("utf-8", "replace").strip().splitlines()
+        return f"bwrap cannot create a sandbox here: {tail[-1] if tail else probe.returncode}"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_fallback(why: str) -> None:
+    log.warning("code runner: no OS sandbox (%s); using the Python audit-hook guard alone, "
+                "which a determined program can get past", why)
+
+
+def code_runner(requested: str | None = None) -> str:
+    """The runner in use: "bwrap" (OS sandbox) or "guard" (audit hook only). `requested`
+    (or $GEORA_CODE_RUNNER) forces one; "bwrap" where it cannot work is an error."""
+    want = requested or os.environ.get(RUNNER_ENV) or "auto"
+    if want not in (*RUNNERS, "auto"):
+        where = "the code runner setting" if requested else f"${RUNNER_ENV}"
+        raise ValueError(f"{where} is {want!r}; choose one of {RUNNERS} or auto")
+    if want == "guard":
+        return "guard"
+    problem = bwrap_problem()
+    if problem is None:
+        return "bwrap"
+    if want == "bwrap":
+        raise RuntimeError(f"code runner 'bwrap' asked for, but {problem}")
+    _warn_fallback(problem)
+    return "guard"
+
+
+def code_runner_info() -> dict:
+    """For results.json: {"code_runner": "bwrap"|"guard", "code_runner_detail": ...}."""
+    runner = code_runner()
+    detail = (f"bubblewrap at {bwrap_path()}" if runner == "bwrap"
+              else bwrap_problem() or f"forced by ${RUNNER_ENV}")
+    return {"code_runner": runner, "code_runner_detail": detail}
+
+
+def _hidden_credentials(home: str | None) -> list[str]:
+    """bwrap arguments that cover credential files and folders under `home` (those that exist)."""
+    if not home or not os.path.isdir(home):
+        return []
+    args = []
+    for rel in HIDDEN_IN_HOME:
+        path = os.path.join(home, rel)
+        if os.path.isdir(path) and not os.path.islink(path):
+            args += ["--tmpfs", path]
+        elif os.path.isfile(path) and not os.path.islink(path):
+            args += ["--ro-bind", "/dev/null", path]
+    return args
+
+
+def command(argv: list[str], writable: Iterable[str | Path], env: dict[str, str] | None = None,
+            cwd: str | Path | None = None) -> list[str]:
+    """`argv` wrapped in bwrap: read-only root, private /tmp, the `writable` folders bound
+    read-write at their own paths, no network, own PID namespace, clean `env`."""
+    args = [bwrap_path() or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+            "--tmpfs", "/tmp", *_hidden_credentials(os.path.expanduser("~"))]
+    for folder in writable:
+        args += ["--bind", str(folder), str(folder)]
+    args += ["--unshare-all", "--cap-drop", "ALL", "--die-with-parent", "--new-session",
+             "--clearenv"]
+    for key, value in (env or {}).items():
+        args += ["--setenv", key, value]
+    if cwd is not None:
+        args += ["--chdir", str(cwd)]
+    return [*args, "--", *argv]
+
+
+def python_argv(script: Path, *extra: str) -> list[str]:
+    """The interpreter running this process, isolated (-I: no PYTHON* variables, no user site,
+    no script folder on sys.path) and writing no bytecode (-B)."""
+    return [sys.executable, "-I", "-B", str(script), *extra]
