@@ -53,9 +53,12 @@ def set_limits(limits):
             resource.setrlimit(getattr(resource, "RLIMIT_" + name), (int(value), int(value)))
 
 
-def install_guard(root):
-    """The audit hook described in the module docstring, confined to `root`."""
+def install_guard(root, hidden=None):
+    """The audit hook described in the module docstring, confined to `root`; nothing under
+    `hidden` outside `root` (the job folder holding the harness's test file) may be read or
+    listed, nor /proc of another process (its environ, memory, fds)."""
     root = os.path.realpath(root)
+    hidden = os.path.realpath(hidden) if hidden else None
     realpath, join, getcwd, fspath, readlink = (os.path.realpath, os.path.join, os.getcwd,
                                                 os.fspath, os.readlink)
     own_pid = os.getpid()
@@ -73,6 +76,25 @@ def install_guard(root):
         full = realpath(join(base, path))
         return full == root or full.startswith(root + os.sep) or full == os.devnull
 
+    prefixes = tuple(realpath(p) + os.sep for p in {sys.prefix, sys.base_prefix})
+
+    def secret(path):
+        """Another process's /proc entry, or the job folder outside `root` (reads)."""
+        if isinstance(path, int):
+            return False
+        path = fspath(path)
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if path.startswith(prefixes):    # the interpreter's own files (imports): no realpath
+            return False
+        full = realpath(join(getcwd(), path))
+        if full.startswith("/proc/"):
+            pid = full.split("/")[2]
+            return pid.isdigit() and int(pid) != own_pid
+        if hidden and (full == hidden or full.startswith(hidden + os.sep)):
+            return not (full == root or full.startswith(root + os.sep))
+        return False
+
     def refuse(event, detail=""):
         raise PermissionError(f"sandbox: {event} {detail}refused (outside {root})")
 
@@ -82,6 +104,11 @@ def install_guard(root):
             writing = (flags or 0) & WRITE_FLAGS or (mode and any(c in mode for c in "wax+"))
             if writing and not inside(path):
                 refuse(event, f"{path!r} for writing ")
+            if secret(path):
+                refuse(event, f"{path!r} ")
+        elif event in ("os.listdir", "os.scandir"):
+            if args and args[0] is not None and secret(args[0]):
+                refuse(event, f"{args[0]!r} ")
         elif event in PATH_EVENTS:
             positions, fd_at = PATH_EVENTS[event]
             dir_fd = args[fd_at] if fd_at is not None and fd_at < len(args) else None

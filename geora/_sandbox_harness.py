@@ -18,9 +18,14 @@ from _sandbox_child import Reporter, set_limits
 from _sandbox_rpc import MAX_LINE, MUTABLE, RemoteError, _as_plain, decode, encode
 
 ENDED = "the solution's process has ended"
-# Modules a solution's global may stand for that the harness imports itself instead.
-LOCAL_MODULES = frozenset(sys.stdlib_module_names) - {"antigravity", "this", "idlelib",
-                                                       "turtle", "turtledemo", "tkinter"}
+# Modules the tests may read from the solution's globals (`import math` there, not in the
+# tests): these names are always the harness's own module, whatever the solution bound to
+# them (a fake `math` with an isclose that is always True stays out). Any other module the
+# solution hands over is the harness's own if it is one of these or already imported here,
+# else an opaque handle.
+LOCAL_MODULES = frozenset({
+    "bisect", "cmath", "collections", "decimal", "fractions", "functools", "heapq",
+    "itertools", "math", "numpy", "operator", "re", "statistics"})
 
 
 class Channel:
@@ -61,7 +66,7 @@ class Channel:
         if "x" in obj:
             return self.stand_in(obj["x"], obj.get("n"), obj.get("b"))
         ref, kind, name = obj["r"], obj.get("k"), str(obj.get("n"))
-        if kind == "module" and name.partition(".")[0] in LOCAL_MODULES:
+        if kind == "module" and (name in sys.modules or name.partition(".")[0] in LOCAL_MODULES):
             return importlib.import_module(name)
         if not isinstance(ref, int):
             raise ValueError(f"bad handle {ref!r}")

@@ -291,8 +291,17 @@ def execute_many(jobs: Iterable[dict[str, Any]], limits: Limits = Limits(),
 
 
 def passes(program: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
-    """True when `program` (solution + asserts) runs to its end within `timeout_s`."""
+    """True when `program` (solution + asserts) runs to its end within `timeout_s`. The
+    program decides its own verdict: for scoring a model's code use `passes_tests`."""
     return execute({"mode": "program", "program": program}, Limits(timeout_s=timeout_s)).all_passed
+
+
+def passes_tests(solution: str, tests: list[str], setup: str = "",
+                 timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """True when every test snippet passes against `solution`, judged outside the solution's
+    process (an "asserts" job; HumanEval: tests=[test + "check(entry_point)"])."""
+    job = {"mode": "asserts", "solution": solution, "tests": list(tests), "setup": setup}
+    return execute(job, Limits(timeout_s=timeout_s)).all_passed
 
 
 _KNOWN_GOOD = {

@@ -12,7 +12,8 @@ import pytest
 from geora.execution import (CodeExecutionRefused, Limits, execute, execute_many, passes,
                              preflight)
 
-UNGUARDED = Limits(guard=False, memory_mb=None)
+# No OS sandbox (bwrap) and no audit hook: what a program does when nothing stops it.
+UNGUARDED = Limits(guard=False, memory_mb=None, runner="guard")
 
 
 @pytest.fixture(autouse=True)

@@ -2,4 +2,4 @@
 the training's code reward): HumanEval/MBPP programs run there in a guarded subprocess, only
 with eval.allow_code_execution=true (which sets HF_ALLOW_CODE_EVAL=1)."""
 from geora.execution import (ALLOW_ENV, DEFAULT_TIMEOUT_S, CodeExecutionRefused,  # noqa: F401
-                             execution_allowed, passes)
+                             execution_allowed, passes, passes_tests)
