@@ -54,11 +54,10 @@ def set_limits(limits):
 
 
 def install_guard(root, hidden=None):
-    """The audit hook described in the module docstring, confined to `root`; nothing under
-    `hidden` outside `root` (the job folder holding the harness's test file) may be read or
-    listed, nor /proc of another process (its environ, memory, fds)."""
+    """The audit hook described in the module docstring, confined to `root`; no path that
+    starts with `hidden` outside `root` (the job folders: this job's harness files, other
+    jobs' tests) may be read or listed, nor /proc of another process (environ, memory, fds)."""
     root = os.path.realpath(root)
-    hidden = os.path.realpath(hidden) if hidden else None
     realpath, join, getcwd, fspath, readlink = (os.path.realpath, os.path.join, os.getcwd,
                                                 os.fspath, os.readlink)
     own_pid = os.getpid()
@@ -91,7 +90,7 @@ def install_guard(root, hidden=None):
         if full.startswith("/proc/"):
             pid = full.split("/")[2]
             return pid.isdigit() and int(pid) != own_pid
-        if hidden and (full == hidden or full.startswith(hidden + os.sep)):
+        if hidden and full.startswith(hidden):
             return not (full == root or full.startswith(root + os.sep))
         return False
 
@@ -224,7 +223,7 @@ def main():
         os.write(report_fd, f"{nonce} setup-error {json.dumps(repr(e)[:300])}\n".encode())
         os._exit(3)
     if job.get("guard", True):
-        install_guard(root)
+        install_guard(root, job.get("hidden"))
     try:
         if mode == "program":
             run_program(job, report)

@@ -209,21 +209,25 @@ def from_solution(channel, names):
 
 def run_asserts(job, channel, report, loaded):
     namespace = {"__name__": "__main__", "__builtins__": builtins}
-    ok = loaded and _run(job.get("setup", ""), "setup.py", namespace)
+    ok = loaded and _run(job.get("setup", ""), "setup.py", namespace, report)
     if ok:
         try:
             namespace.update(from_solution(channel, free_names(job["tests"], namespace)))
         except Exception:  # noqa: BLE001 - the solution's process ended: every test fails
             ok = False
     for i, test in enumerate(job["tests"]):
-        report.test(ok and _run(test, f"test_{i}.py", namespace))
+        passed = ok and _run(test, f"test_{i}.py", namespace, report)
+        report.test(passed)
 
 
-def _run(code, filename, namespace):
+def _run(code, filename, namespace, report=None):
     try:
         exec(compile(code, filename, "exec"), namespace)
         return True
-    except BaseException:  # noqa: BLE001 - a failing test, whatever it raised
+    except BaseException as e:  # noqa: BLE001 - a failing test, whatever it raised
+        if report is not None and not getattr(report, "why_sent", False):
+            report.why_sent = True   # the first failure's reason, for the logs
+            report._line("why " + json.dumps(f"{filename}: {type(e).__name__}: {e}"[:300]))
         return False
 
 
@@ -292,7 +296,8 @@ def run_harness():
     try:
         set_limits(job.get("limits") or {})
         channel = Channel(job["from_server"], job["to_server"])
-        channel.request({"op": "init", "limits": job.get("limits"), "guard": job.get("guard")})
+        channel.request({"op": "init", "limits": job.get("limits"), "guard": job.get("guard"),
+                         "hidden": job.get("hidden")})
     except BaseException as e:  # noqa: BLE001 - the runner's failure, not the program's
         os.write(report_fd, f"{nonce} setup-error {json.dumps(repr(e)[:300])}\n".encode())
         os._exit(3)

@@ -244,8 +244,8 @@ def run_server():
     server = Server(rfd, wfd)
     first = json.loads(server.rfile.readline() or "{}")   # {"op": "init", "limits", "guard"}
     child.set_limits(first.get("limits") or {})
-    if first.get("guard"):   # the job folder (harness's files) hidden from the solution
-        child.install_guard(os.getcwd(), hidden=os.path.dirname(os.getcwd()))
+    if first.get("guard"):   # the job folders (harness's files) hidden from the solution
+        child.install_guard(os.getcwd(), first.get("hidden"))
     server.reply({"ok": None})
     server.serve()
 

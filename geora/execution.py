@@ -57,6 +57,7 @@ DEFAULT_TIMEOUT_S = 10.0
 CHILD = Path(__file__).resolve().parent / "_sandbox_child.py"
 RPC = Path(__file__).resolve().parent / "_sandbox_rpc.py"
 MODES = ("program", "asserts", "pytest")
+PREFIX = "geora_exec_"   # job folders; the fallback guard hides all but a job's own
 
 
 class CodeExecutionRefused(PermissionError):
@@ -153,21 +154,24 @@ def _drain(proc: subprocess.Popen, wait_s: float = 5.0) -> tuple[bytes, bytes]:
         return b"", b""
 
 
-def _parse(stdout: bytes, nonce: str, expected: int) -> tuple[int, int, str | None, bool]:
-    """(passed, total, setup error, ended) from the child's report lines (see the child)."""
-    passed, total, setup_error, ended = 0, expected, None, False
+def _parse(stdout: bytes, nonce: str, expected: int) -> tuple[int, int, str | None, bool, str]:
+    """(passed, total, setup error, ended, why the first test failed) from the child's
+    report lines (see the child)."""
+    passed, total, setup_error, ended, why = 0, expected, None, False, ""
     for line in stdout.decode("utf-8", "replace").splitlines():
         head, _, rest = line.partition(" ")
         if head != nonce:
             continue
         if rest.startswith(("setup-error", "runner-error")):
             setup_error = rest
+        elif rest.startswith("why "):
+            why = rest[4:304]
         elif rest.startswith("end"):
             ended = True
         else:
             p, d, t = (int(x) for x in rest.split())
             passed, total = p, max(t, d, expected)
-    return passed, total, setup_error, ended
+    return passed, total, setup_error, ended, why
 
 
 def _commands(runner: str, role: str | None, writable: list[str], cwd: str) -> list[str]:
@@ -246,14 +250,14 @@ def execute(job: dict[str, Any], limits: Limits = Limits()) -> ExecutionResult:
     runner = sandbox.code_runner(limits.runner)
     nonce = secrets.token_hex(16)
     payload = {"nonce": nonce, "limits": limits.child_limits(), "guard": limits.guard,
-               "expected_tests": expected}
+               "expected_tests": expected, "hidden": os.path.join(tempfile.gettempdir(), PREFIX)}
     run = _run_program if job["mode"] == "program" else _run_split
-    with tempfile.TemporaryDirectory(prefix="geora_exec_", ignore_cleanup_errors=True) as tmp:
+    with tempfile.TemporaryDirectory(prefix=PREFIX, ignore_cleanup_errors=True) as tmp:
         try:
             proc, out, err, timed_out = run(job, payload, limits, runner, tmp)
         except OSError as e:
             return ExecutionResult(0, expected, "error", f"could not start the runner: {e}")
-    passed, total, setup_error, ended = _parse(out, nonce, expected)
+    passed, total, setup_error, ended, why = _parse(out, nonce, expected)
     if setup_error is not None:
         return ExecutionResult(0, total, "error", f"the sandbox failed: {setup_error}")
     if timed_out:
@@ -263,7 +267,7 @@ def execute(job: dict[str, Any], limits: Limits = Limits()) -> ExecutionResult:
                else f"exit status {proc.returncode}")
         tail = err.decode("utf-8", "replace")[-300:]
         return ExecutionResult(passed, total, "crashed", f"{why} {tail}".strip())
-    return ExecutionResult(passed, total, "ok")
+    return ExecutionResult(passed, total, "ok", why)
 
 
 def execute_many(jobs: Iterable[dict[str, Any]], limits: Limits = Limits(),
