@@ -87,6 +87,15 @@ def code_runner_info() -> dict:
     return {"code_runner": runner, "code_runner_detail": detail}
 
 
+def results_record(cfg) -> dict:
+    """{"code_runner": ..., "code_runner_detail": ...} for a run's results.json when the run
+    executes model-written code (train. or eval.allow_code_execution=true), else {}."""
+    def allowed(section):
+        node = cfg.get(section) if hasattr(cfg, "get") else None
+        return bool(node.get("allow_code_execution", False)) if hasattr(node, "get") else False
+    return code_runner_info() if allowed("train") or allowed("eval") else {}
+
+
 def _hidden_credentials(home: str | None) -> list[str]:
     """bwrap arguments that cover credential files and folders under `home` (those that exist)."""
     if not home or not os.path.isdir(home):

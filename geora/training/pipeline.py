@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from geora.distributed import (gather_from_processes, is_main_process, process_rank,
                                trainable_checksum, wait_for_everyone, world_size)
+from geora.sandbox import results_record as code_runner_record
 from geora.training.checks import check_config, check_run_inputs, trains
 from geora.training.rundir import AFTER, BEFORE, RunExistsError, RunFolder, env_info
 
@@ -358,6 +359,7 @@ def write_results(run: Run, train_record: dict | None) -> dict:
         **({"analysis": run.analysis} if run.analysis else {}),
         "time_s": time.time() - run.started,
         "env": env_info(run.device),
+        **code_runner_record(cfg),     # {"code_runner": "bwrap"|"guard", ...} when code runs
     }
     run.folder.write_results(results)
     return results
