@@ -1,33 +1,35 @@
-"""Run model-written Python against its tests in a guarded subprocess: the one code runner of
-the code reward (training) and the HumanEval/MBPP metrics (evaluation).
+"""Run model-written Python against its tests: the one code runner of the code reward
+(training) and the HumanEval/MBPP metrics (evaluation). Fit to be an RL reward, where a policy
+is optimised to find holes: see docs/code-sandbox.md for the threat model and its tests.
 
 Written here because lm-eval's code metric (`evaluate.load("code_eval")`) is fetched from the
-hub at import time, and TRL ships no code-execution reward. Each job runs in a fresh Python
-process (geora/_sandbox_child.py) with:
-- a wall-clock limit (the whole process group is killed when it runs out) and a CPU limit;
-- an address-space limit (RLIMIT_AS), a file-size limit and an open-files limit;
-- a private temporary directory as its working directory, HOME and TMPDIR, deleted after;
-- a scrubbed environment (no tokens, no PYTHON* variables: `python -I`);
-- an audit hook that refuses writes, deletions and renames outside that directory, new
-  processes (so a fork loop dies at its first fork, also as root, where RLIMIT_NPROC is not
-  enforced), signals to other processes, raised limits, network connections and C calls
-  through ctypes outside Python's C API; optionally RLIMIT_NPROC (`Limits.max_processes`);
-- results read from a private channel tagged with a random nonce, test by test: a program
-  that exits early (sys.exit(0), os._exit) or prints a fake result has not passed.
-This is a best-effort guard against accidents and careless or misbehaving programs, NOT a
-security sandbox: a program that calls raw syscalls or tampers with the interpreter can get
-past it, and it runs with your user's rights. Run untrusted code in a container or VM too.
-It does not catch a solution that games its tests (an object whose __eq__ is always True).
+hub at import time, and TRL ships no code-execution reward. Two layers:
+
+1. Isolation by the operating system (geora/sandbox.py): each process runs in bubblewrap
+   (`bwrap`) with a read-only root, a private /tmp plus its job folder, no network, its own
+   PID namespace (no /proc of the trainer), no capabilities and a clean environment. Where
+   bwrap is missing or cannot work, the runner falls back to the Python audit-hook guard
+   alone ("guard", one warning line); `code_runner()` says which is active.
+   In both: a wall-clock limit (process groups killed), RLIMIT_AS/CPU/FSIZE/NOFILE, and
+   (unless Limits.guard=False) the audit hook of geora/_sandbox_child.py, which refuses writes
+   outside the job folder, new processes, signals, sockets and most of ctypes.
+2. Verdicts decided outside the solution's process ("asserts" and "pytest" jobs): the
+   solution runs in a server process that answers calls with plain values only; the tests
+   run in a separate harness process that compares them and reports (geora/_sandbox_rpc.py,
+   geora/_sandbox_harness.py). A solution cannot reach the reporter, builtins or the test code,
+   return an object whose __eq__ is always True, exit early or print fake results to pass.
+
 Nothing runs unless code execution was allowed (eval.allow_code_execution=true or
 train.allow_code_execution=true, which set HF_ALLOW_CODE_EVAL=1 as HF's code_eval expects).
 
 Three kinds of job (dicts), all scored as tests passed out of tests run:
-    {"mode": "program", "program": src}                     1 test: runs to its end
     {"mode": "asserts", "solution": src, "tests": [...], "setup": src}   each test snippet
     {"mode": "pytest", "solution": src, "test_file": src}   pytest file, `from solution import f`
+    {"mode": "program", "program": src}   1 test: runs to its end. The program decides its own
+        verdict here (one process): for preflight checks and plain scripts, not for rewards.
 
     >>> import os; os.environ["HF_ALLOW_CODE_EVAL"] = "1"
-    >>> passes("assert sorted([2, 1]) == [1, 2]"), passes("open('/tmp/x', 'w')")
+    >>> passes("assert sorted([2, 1]) == [1, 2]"), passes("open('/usr/x', 'w')")
     (True, False)
     >>> r = execute({"mode": "asserts", "solution": "def f(x): return 2 * x",
     ...              "tests": ["assert f(1) == 2", "assert f(2) == 5"]})
@@ -42,7 +44,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
