@@ -3,6 +3,8 @@
 #               worker per core (pytest-xdist): each test is single-threaded.
 # make demo:    install, then `python run.py` (the micro RLVR study on the CPU), started afresh
 #               each time (train.overwrite=true: the demo folder is replaced).
+# make sandbox: install bubblewrap (`bwrap`), the OS sandbox of the code runner, with apt-get
+#               where it is missing (as root, or through sudo); see docs/code-sandbox.md.
 # make paper-dry-run: install, then every paper experiment shrunk onto the CPU (73 jobs of a
 #               random-init two-layer model on the fixture data) and every paper table built
 #               from them and checked for the paper's rows and columns (multirun/paper_dry_run).
@@ -11,7 +13,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo paper-dry-run clean
+.PHONY: install sandbox test test-slow demo paper-dry-run clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,6 +24,11 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+sandbox:
+	@command -v bwrap >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq bubblewrap; }
+	@bwrap --version
 
 paper-dry-run: install
 	$(BIN)/python scripts/paper_dry_run.py
