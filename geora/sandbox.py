@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -116,6 +117,9 @@ def command(argv: list[str], writable: Iterable[str | Path], env: dict[str, str]
     read-write at their own paths, no network, own PID namespace, clean `env`."""
     args = [bwrap_path() or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             "--tmpfs", "/tmp", *_hidden_credentials(os.path.expanduser("~"))]
+    temp = os.path.realpath(tempfile.gettempdir())   # where the job folders are: all hidden,
+    if temp != "/tmp" and temp != "/":               # then the job's own parts bound back
+        args += ["--tmpfs", temp]
     for folder in writable:
         args += ["--bind", str(folder), str(folder)]
     args += ["--unshare-all", "--cap-drop", "ALL", "--die-with-parent", "--new-session",

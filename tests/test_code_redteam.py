@@ -317,14 +317,15 @@ def test_inside_bwrap():
              "    except OSError:\n        ro = True\n"
              "    return {'caps': caps, 'pids': sorted(int(p) for p in os.listdir('/proc') if p.isdigit()),\n"
              "            'nets': open('/proc/net/dev').read().count(':'),\n"
-             "            'env': sorted(os.environ), 'ro': ro, 'tmp': os.listdir('/tmp'),\n"
-             "            'job': [os.listdir('/tmp/' + t) for t in os.listdir('/tmp')]}\n")
+             "            'env': sorted(os.environ), 'ro': ro, 'tmp': os.listdir(TEMP),\n"
+             "            'job': [os.listdir(os.path.join(TEMP, t)) for t in os.listdir(TEMP)]}\n")
+    probe = f"TEMP = {os.path.realpath(tempfile.gettempdir())!r}\n" + probe
     tests = ["v = facts()\nassert v['caps'] == '0000000000000000', v",
              "assert max(facts()['pids']) < 10",
              "assert facts()['nets'] == 1",                 # lo only
              "assert 'HF_ALLOW_CODE_EVAL' not in facts()['env'] and 'PATH' in facts()['env']",
              "assert facts()['ro'] is True",
-             # of the host's /tmp only the job's folder, and of that only the solution's part
+             # of the host's temp folder only the job's folder, and of that the solution's part
              "v = facts()\nassert len(v['tmp']) == 1 and v['tmp'][0].startswith('geora_exec_'), v\n"
              "assert v['job'] == [['shared']], v"]
     r = execute({"mode": "asserts", "solution": probe, "tests": tests}, BWRAP_ONLY)
