@@ -14,8 +14,12 @@ import os
 import sys
 import types
 
-from _sandbox_child import Reporter, set_limits
-from _sandbox_rpc import MAX_LINE, MUTABLE, RemoteError, _as_plain, decode, encode
+if __package__:   # imported as geora._sandbox_harness (pytest's doctest collection)
+    from geora._sandbox_child import Reporter, set_limits
+    from geora._sandbox_rpc import MAX_LINE, MUTABLE, RemoteError, _as_plain, decode, encode
+else:             # run by _sandbox_rpc.py, with this folder on sys.path (no package import)
+    from _sandbox_child import Reporter, set_limits
+    from _sandbox_rpc import MAX_LINE, MUTABLE, RemoteError, _as_plain, decode, encode
 
 ENDED = "the solution's process has ended"
 # Modules the tests may read from the solution's globals (`import math` there, not in the
@@ -264,6 +268,10 @@ def run_pytest(job, channel, reporter, loaded):
             if report.skipped:
                 return
             if report.when == "call" or (report.when == "setup" and report.failed):
+                if report.failed and not getattr(reporter, "why_sent", False):
+                    reporter.why_sent = True   # the first failure's last line, for the logs
+                    last = (report.longreprtext.strip().splitlines() or [""])[-1]
+                    reporter._line("why " + json.dumps(f"{report.nodeid}: {last}"[:300]))
                 reporter.test(report.passed)
 
     args = [os.path.join(root, "test_solution.py"), "-q", "-p", "no:cacheprovider",

@@ -166,7 +166,10 @@ def _parse(stdout: bytes, nonce: str, expected: int) -> tuple[int, int, str | No
         if rest.startswith(("setup-error", "runner-error")):
             setup_error = rest
         elif rest.startswith("why "):
-            why = rest[4:304]
+            try:
+                why = str(json.loads(rest[4:]))[:300]
+            except ValueError:
+                why = rest[4:304]
         elif rest.startswith("end"):
             ended = True
         else:
