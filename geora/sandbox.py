@@ -46,8 +46,8 @@ def bwrap_problem() -> str | None:
     if exe is None:
         return "bwrap not found (install Debian's bubblewrap: apt-get install -y bubblewrap)"
     try:
-        probe = subprocess.run(command(["/bin/true"], writable=()), capture_output=True,
-                               timeout=30, env={})
+        probe = subprocess.run(command([sys.executable, "-I", "-B", "-c", "import json"],
+                                       writable=()), capture_output=True, timeout=60, env={})
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"bwrap failed to start: {e}"
     if probe.returncode != 0:
@@ -111,6 +111,16 @@ def _hidden_credentials(home: str | None) -> list[str]:
     return args
 
 
+def _needed_under(hidden: tuple[str, ...]) -> list[str]:
+    """The interpreter, its libraries and this package where they live under a folder the
+    sandbox hides (a checkout or venv in /tmp): bound back read-only."""
+    needed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
+                                            os.path.dirname(sys.executable),
+                                            os.path.dirname(os.path.dirname(__file__)))}
+    return sorted(p for p in needed if os.path.isdir(p) and any(
+        p == h or p.startswith(h + os.sep) for h in hidden))
+
+
 def command(argv: list[str], writable: Iterable[str | Path], env: dict[str, str] | None = None,
             cwd: str | Path | None = None) -> list[str]:
     """`argv` wrapped in bwrap: read-only root, private /tmp, the `writable` folders bound
@@ -120,6 +130,8 @@ def command(argv: list[str], writable: Iterable[str | Path], env: dict[str, str]
     temp = os.path.realpath(tempfile.gettempdir())   # where the job folders are: all hidden,
     if temp != "/tmp" and temp != "/":               # then the job's own parts bound back
         args += ["--tmpfs", temp]
+    for path in _needed_under((os.path.realpath("/tmp"), temp)):
+        args += ["--ro-bind", path, path]
     for folder in writable:
         args += ["--bind", str(folder), str(folder)]
     args += ["--unshare-all", "--cap-drop", "ALL", "--die-with-parent", "--new-session",
