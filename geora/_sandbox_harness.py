@@ -56,9 +56,13 @@ class Channel:
         try:
             answer = json.loads(line)
             failed, value = answer.get("exc"), answer.get("ok")
+            printed = [str(answer.get("out") or ""), str(answer.get("err") or "")]
         except (ValueError, AttributeError, RecursionError):
             self.dead = "the solution's process sent a garbled answer"
             raise RemoteError(self.dead) from None
+        for text, stream in zip(printed, (sys.stdout, sys.stderr)):
+            if text:    # (pytest's capture, else /dev/null)
+                stream.write(text)
         if failed is not None:
             raise self.exception(failed)
         return value
@@ -263,15 +267,21 @@ def run_pytest(job, channel, reporter, loaded):
     sys.modules["solution"] = solution_module(channel)
     import pytest
 
+    def why(report):   # the first failure's last line, for the logs
+        if report.failed and not getattr(reporter, "why_sent", False):
+            reporter.why_sent = True
+            last = (report.longreprtext.strip().splitlines() or [""])[-1]
+            reporter._line("why " + json.dumps(f"{report.nodeid}: {last}"[:300]))
+
     class Tally:  # pytest calls hooks by argument name: `report` is pytest's TestReport
+        def pytest_collectreport(self, report):
+            why(report)
+
         def pytest_runtest_logreport(self, report):
             if report.skipped:
                 return
             if report.when == "call" or (report.when == "setup" and report.failed):
-                if report.failed and not getattr(reporter, "why_sent", False):
-                    reporter.why_sent = True   # the first failure's last line, for the logs
-                    last = (report.longreprtext.strip().splitlines() or [""])[-1]
-                    reporter._line("why " + json.dumps(f"{report.nodeid}: {last}"[:300]))
+                why(report)
                 reporter.test(report.passed)
 
     args = [os.path.join(root, "test_solution.py"), "-q", "-p", "no:cacheprovider",

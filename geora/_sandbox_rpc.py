@@ -20,19 +20,24 @@ object whose __eq__ is always True, exit early to look successful or print fake 
 (its stdout goes nowhere). It never sees the tests' expected values (only a call's arguments)
 nor the test file. What it can still do is what any solution can: return values.
 
-Not supported (such a test fails): passing a function or an object of the tests to the
-solution; isinstance() with the solution's classes; tests comparing the solution's own
-objects with == (they compare by identity).
+What the solution prints during a call (sys.stdout/sys.stderr) is printed again in the
+harness, so pytest's capsys sees it. Not supported (such a test fails): passing a function or
+an object of the tests to the solution; isinstance() with the solution's classes; comparing
+the solution's own objects with == (identity); patching the solution's internals or
+builtins.input from the tests (monkeypatch, mock).
 Standard library only (and pytest in the harness for pytest files; numpy if installed).
 """
 import base64
 import builtins
+import contextlib
+import io
 import json
 import os
 import sys
 import types
 
 MAX_LINE = 16 << 20           # the largest message either side accepts (bytes)
+MAX_PRINTED = 1 << 20         # what a call may print (characters), passed on to the tests
 MUTABLE = (list, dict, set, bytearray)
 
 
@@ -121,7 +126,7 @@ def _as_plain(value):
 class Server:
     def __init__(self, rfd, wfd):
         self.rfile, self.wfd = os.fdopen(rfd, "rb"), wfd
-        self.namespace, self.setup_ids, self.broken = {}, {}, None
+        self.namespace, self.from_setup, self.broken = {}, {}, None
         self.objects, self.refs = {}, {}          # ref -> object, id(object) -> ref
 
     def ref(self, value):
@@ -154,14 +159,14 @@ class Server:
     def load(self, req):
         self.namespace = {"__name__": "solution", "__builtins__": builtins}
         exec(compile(req.get("setup", ""), "setup.py", "exec"), self.namespace)
-        self.setup_ids = {k: id(v) for k, v in self.namespace.items()}
+        self.from_setup = dict(self.namespace)     # the objects themselves: compared by identity
         exec(compile(req["solution"], "solution.py", "exec"), self.namespace)
 
     def answer(self, req):
         op = req["op"]
         if op == "names":   # what the solution defined (not what setup alone did)
             return {n: self.enc(self.namespace[n]) for n in req["names"]
-                    if n in self.namespace and self.setup_ids.get(n) != id(self.namespace[n])}
+                    if n in self.namespace and self.from_setup.get(n, self) is not self.namespace[n]}
         if op == "public":
             return sorted(n for n in self.namespace if not n.startswith("_"))
         target = self.objects[req["r"]] if "r" in req else None
@@ -198,18 +203,22 @@ class Server:
             if not line:
                 os._exit(0)
             req = json.loads(line)
+            out, err = io.StringIO(), io.StringIO()   # what the solution prints, for capsys
             try:
-                if req["op"] == "load":
-                    self.load(req)
-                    message = {"ok": None}
-                elif self.broken is not None:
-                    raise self.broken
-                else:
-                    message = {"ok": self.answer(req)}
+                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                    if req["op"] == "load":
+                        self.load(req)
+                        message = {"ok": None}
+                    elif self.broken is not None:
+                        raise self.broken
+                    else:
+                        message = {"ok": self.answer(req)}
             except BaseException as e:  # noqa: BLE001 - the solution's failure is an answer
                 if req["op"] == "load":
                     self.broken = e
                 message = {"exc": self.describe(e)}
+            if req["op"] != "load":
+                message.update(out=out.getvalue()[:MAX_PRINTED], err=err.getvalue()[:MAX_PRINTED])
             try:
                 self.reply(message)
             except BaseException as e:  # noqa: BLE001 - unencodable: say so

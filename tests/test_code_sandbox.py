@@ -138,7 +138,8 @@ def test_preflight_checks_the_runner():
 
 
 # The split jobs (asserts/pytest: solution and tests in separate processes, plain values
-# between them) keep the usual idioms of MBPP/HumanEval/KodCode tests working.
+# between them) keep the usual idioms of MBPP/HumanEval/KodCode tests working, printing
+# (capsys) included.
 IDIOMS_SOLUTION = '''
 import collections, numpy as np
 
@@ -181,6 +182,9 @@ def arr(n):
 def write(path, text):
     with open(path, "w") as f:
         f.write(text)
+
+def greet(name):
+    print(f"hello {name}")
 '''
 IDIOMS_TESTS = '''
 import numpy as np
@@ -220,12 +224,16 @@ def test_numpy():
 def test_files(tmp_path):
     write(str(tmp_path / "out.txt"), "hi")
     assert (tmp_path / "out.txt").read_text() == "hi"
+
+def test_printed(capsys):
+    greet("you")
+    assert capsys.readouterr().out == "hello you\\n"
 '''
 
 
 def test_split_jobs_keep_common_test_idioms():
     r = execute({"mode": "pytest", "solution": IDIOMS_SOLUTION, "test_file": IDIOMS_TESTS})
-    assert (r.status, r.passed, r.total) == ("ok", 7, 7), r
+    assert (r.status, r.passed, r.total) == ("ok", 8, 8), r
     r = execute({"mode": "asserts", "solution": IDIOMS_SOLUTION, "setup": "import math",
                  "tests": ["s = Stack()\ns.push(5)\nassert s.pop() == 5", "assert check(2) == 2",
                            "assert math.isclose(arr(2)[1], 2.0)", "assert check(-1) == -1"]})
