@@ -5,7 +5,8 @@ Written here because no maintained Python package wraps bwrap; bwrap itself (Deb
 - a read-only view of the whole file system (`--ro-bind / /`), with well-known credential
   files of $HOME (~/.ssh, ~/.netrc, the Hugging Face token, ...) hidden behind empty ones;
 - a private, empty /tmp (tmpfs) plus the job's own folder(s), writable, bound at their host
-  path (so a path a test passes to the solution means the same file on both sides);
+  path (so a path a test passes to the solution means the same file on both sides); /run
+  hidden too (its unix sockets: a read-only mount does not stop a connect());
 - new user, PID, network, IPC, UTS and cgroup namespaces (`--unshare-all`): no network, and a
   /proc that shows only the sandbox's own processes (not the trainer's environ or memory);
 - no capabilities (`--cap-drop ALL`), a new session (`--new-session`: no terminal injection),
@@ -127,6 +128,11 @@ def command(argv: list[str], writable: Iterable[str | Path], env: dict[str, str]
     read-write at their own paths, no network, own PID namespace, clean `env`."""
     args = [bwrap_path() or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             "--tmpfs", "/tmp", *_hidden_credentials(os.path.expanduser("~"))]
+    # A read-only mount does not stop connect() to a unix socket in it: the host's service
+    # sockets (/run/docker.sock, dbus, databases) are hidden with /run (/var/run links there).
+    for runtime in ("/run", "/var/run"):
+        if os.path.isdir(runtime) and not os.path.islink(runtime):
+            args += ["--tmpfs", runtime]
     temp = os.path.realpath(tempfile.gettempdir())   # where the job folders are: all hidden,
     if temp != "/tmp" and temp != "/":               # then the job's own parts bound back
         args += ["--tmpfs", temp]

@@ -6,7 +6,8 @@ Two kinds:
 - gaming (verdict) attacks, on both runners ("bwrap" and the "guard" fallback): the verdict
   is decided in the harness process, which the solution never runs in;
 - escapes (writes outside through dir_fd/dst_dir_fd/fchmod, shell commands through
-  _posixsubprocess.fork_exec and _ctypes.dlsym, other processes' /proc, signals, sockets):
+  _posixsubprocess.fork_exec and _ctypes.dlsym, other processes' /proc, signals, TCP and
+  unix sockets of the host):
   bwrap only (the audit-hook fallback is known not to stop them; skipped with the reason
   where bwrap is absent). Each escape first runs with no sandbox at all against throwaway
   canaries, and must do its damage there: so the attack code works, and a 0 means blocked.
@@ -180,9 +181,9 @@ CTYPES = ("import os, ctypes, _ctypes\ndef sh(cmd):\n    handle = _ctypes.dlopen
           "    system(cmd.encode())\n")
 
 
-def _escapes(canary: Path, victim_pid: int, port: int) -> dict[str, str]:
-    """Attack name -> a solution that damages `canary` (a folder), kills `victim_pid` or
-    connects to `port`, then returns a wrong answer."""
+def _escapes(canary: Path, victim_pid: int, port: int, unix: str | None) -> dict[str, str]:
+    """Attack name -> a solution that damages `canary` (a folder), kills `victim_pid`,
+    connects to `port` or to the unix socket `unix`, then returns a wrong answer."""
     c, f = str(canary), str(canary / "canary.txt")
     body = {
         "open_write": f"open({f!r}, 'w').write('pwned')\nopen({c!r} + '/new', 'w').close()",
@@ -199,6 +200,9 @@ def _escapes(canary: Path, victim_pid: int, port: int) -> dict[str, str]:
         "socket_out": "import socket\ns = socket.create_connection(('127.0.0.1', %d), timeout=2)\n"
                       "s.sendall(b'pwned')" % port,
     }
+    if unix:   # a host service's socket in /run (read-only mounts do not stop connect())
+        body["unix_socket_out"] = (f"import socket\ns = socket.socket(socket.AF_UNIX)\n"
+                                   f"s.connect({unix!r})\ns.sendall(b'pwned')")
     return {name: "import os\ntry:\n" + "".join(f"    {line}\n" for line in src.splitlines())
             + "except BaseException:\n    pass\ndef f(x):\n    return x\n"
             for name, src in body.items()}
@@ -227,26 +231,30 @@ def _state(folder: Path):
     return sorted((p.name, p.read_bytes(), p.stat().st_mode) for p in folder.iterdir())
 
 
-def _damage(folder: Path, before, victim: subprocess.Popen, server: socket.socket) -> set[str]:
-    """What the attacks did: 'files', 'signal', 'socket'."""
+def _damage(folder: Path, before, victim: subprocess.Popen, server: socket.socket,
+            unix: socket.socket | None) -> set[str]:
+    """What the attacks did: 'files', 'signal', 'socket', 'unix'."""
     out = set()
     if _state(folder) != before:
         out.add("files")
     if victim.poll() is not None:
         out.add("signal")
-    try:
-        conn, _ = server.accept()
-        conn.close()
-        out.add("socket")
-    except (BlockingIOError, socket.timeout):
-        pass
+    for label, listener in (("socket", server), ("unix", unix)):
+        try:
+            conn, _ = listener.accept() if listener is not None else (None, None)
+        except (BlockingIOError, socket.timeout):
+            continue
+        if conn is not None:
+            conn.close()
+            out.add(label)
     return out
 
 
 @pytest.fixture
 def targets():
     """A canary folder outside /tmp (bwrap shows it read-only; /tmp is private there), a victim
-    process holding a secret in its environment, a listening socket; each twice (control)."""
+    process, a process holding a secret in its environment, a listening TCP socket and (where
+    /run is writable) a unix socket in /run; each twice (one set for the control)."""
     root = "/var/tmp" if os.access("/var/tmp", os.W_OK) else None
     made = []
     for _ in range(2):
@@ -257,13 +265,22 @@ def targets():
         server.bind(("127.0.0.1", 0))
         server.listen(8)
         server.setblocking(False)
-        made.append((_canary(root), victim, server, secret, holder))
-    yield [m[:4] for m in made]
-    for folder, victim, server, _, holder in made:
+        unix = None
+        if os.access("/run", os.W_OK):
+            unix = socket.socket(socket.AF_UNIX)
+            unix.bind(f"/run/geora_redteam_{os.urandom(6).hex()}.sock")
+            unix.listen(8)
+            unix.setblocking(False)
+        made.append((_canary(root), victim, server, secret, unix, holder))
+    yield [m[:5] for m in made]
+    for folder, victim, server, _, unix, holder in made:
         for process in (victim, holder):
             process.kill()
             process.wait()
         server.close()
+        if unix is not None:
+            os.unlink(unix.getsockname())
+            unix.close()
         for p in folder.iterdir():
             p.chmod(0o644)
             p.unlink()
@@ -273,16 +290,19 @@ def targets():
 @NEEDS_BWRAP
 def test_escapes_are_contained_by_bwrap(targets):
     runs = {}
-    for label, (folder, victim, server, secret), limits in (
+    for label, (folder, victim, server, secret, unix), limits in (
             ("no sandbox", targets[0], NO_SANDBOX), ("bwrap", targets[1], BWRAP_ONLY)):
         before = _state(folder)
-        attacks = _escapes(folder, victim.pid, server.getsockname()[1])
+        attacks = _escapes(folder, victim.pid, server.getsockname()[1],
+                           unix and unix.getsockname())
         jobs = [{"mode": "asserts", "solution": src, "tests": TESTS[:2]} for src in attacks.values()]
         jobs.append({"mode": "asserts", "solution": LEAK, "tests": [f"assert {secret!r} in f(0)"]})
         results = execute_many(jobs, limits, workers=4)
-        runs[label] = (sum(r.passed for r in results), _damage(folder, before, victim, server))
+        runs[label] = (sum(r.passed for r in results),
+                       _damage(folder, before, victim, server, unix))
     # Without a sandbox the attacks work (damage done, the secret read) ...
-    assert runs["no sandbox"] == (1, {"files", "signal", "socket"})
+    unix_too = {"unix"} if targets[0][4] is not None else set()
+    assert runs["no sandbox"] == (1, {"files", "signal", "socket"} | unix_too)
     # ... and under bwrap none scores and nothing outside changed.
     assert runs["bwrap"] == (0, set())
 
@@ -290,11 +310,12 @@ def test_escapes_are_contained_by_bwrap(targets):
 @NEEDS_BWRAP
 def test_each_escape_alone_is_contained(targets):
     """One attack per job and damage checked after each (which attack got out, if any)."""
-    folder, victim, server, _ = targets[1]
+    folder, victim, server, _, unix = targets[1]
     before = _state(folder)
-    for name, src in _escapes(folder, victim.pid, server.getsockname()[1]).items():
+    attacks = _escapes(folder, victim.pid, server.getsockname()[1], unix and unix.getsockname())
+    for name, src in attacks.items():
         r = execute({"mode": "asserts", "solution": src, "tests": TESTS[:2]}, BWRAP_ONLY)
-        assert (r.passed, _damage(folder, before, victim, server)) == (0, set()), name
+        assert (r.passed, _damage(folder, before, victim, server, unix)) == (0, set()), name
 
 
 def test_guard_keeps_other_processes_proc_and_the_harness_files_out(targets):
