@@ -178,18 +178,15 @@ def _parse(stdout: bytes, nonce: str, expected: int) -> tuple[int, int, str | No
     return passed, total, setup_error, ended, why
 
 
-def _commands(runner: str, role: str | None, writable: list[str], cwd: str) -> list[str]:
-    """The command of one side of a job: the program child (role None) or the split job's
-    server / harness, inside bwrap or (fallback) as a plain subprocess."""
+def _start(runner: str, role: str | None, writable: list[str], cwd: str,
+           **kw) -> subprocess.Popen:
+    """One side of a job started: the program child (role None) or the split job's server /
+    harness, inside bwrap or (fallback) as a plain subprocess; its own session either way."""
     argv = python_argv(CHILD) if role is None else python_argv(RPC, role)
-    if runner != "bwrap":
-        return argv
-    return sandbox.command(argv, writable, env=_environment(cwd), cwd=cwd)
-
-
-def _start(cmd: list[str], cwd: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen(cmd, cwd=cwd, env=_environment(cwd), start_new_session=True,
-                            close_fds=True, **kw)
+    kw.update(env=_environment(cwd), start_new_session=True, close_fds=True)
+    if runner == "bwrap":
+        return sandbox.popen(argv, writable, cwd=cwd, **kw)
+    return subprocess.Popen(argv, cwd=cwd, **kw)
 
 
 def _wait(proc: subprocess.Popen, payload: bytes, timeout_s: float) -> tuple[bytes, bytes, bool]:
@@ -207,8 +204,8 @@ def _wait(proc: subprocess.Popen, payload: bytes, timeout_s: float) -> tuple[byt
 
 def _run_program(job: dict, payload: dict, limits: Limits, runner: str, tmp: str):
     """The program job: one process runs program and verdict alike (see the module doc)."""
-    proc = _start(_commands(runner, None, [tmp], tmp), tmp, stdin=subprocess.PIPE,
-                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _start(runner, None, [tmp], tmp, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                  stderr=subprocess.PIPE)
     return proc, *_wait(proc, json.dumps({**job, **payload}).encode(), limits.timeout_s)
 
 
@@ -222,10 +219,10 @@ def _run_split(job: dict, payload: dict, limits: Limits, runner: str, tmp: str):
     from_server, to_harness = os.pipe()
     fds = (to_server, from_harness, from_server, to_harness)
     try:
-        server = _start(_commands(runner, "server", [shared], shared), shared,
+        server = _start(runner, "server", [shared], shared,
                         stdin=from_harness, stdout=to_harness, stderr=subprocess.DEVNULL)
         try:
-            harness = _start(_commands(runner, "harness", [shared, private], private), private,
+            harness = _start(runner, "harness", [shared, private], private,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, pass_fds=(from_server, to_server))
         except BaseException:

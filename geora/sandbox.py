@@ -9,6 +9,8 @@ Written here because no maintained Python package wraps bwrap; bwrap itself (Deb
   hidden too (its unix sockets: a read-only mount does not stop a connect());
 - new user, PID, network, IPC, UTS and cgroup namespaces (`--unshare-all`): no network, and a
   /proc that shows only the sandbox's own processes (not the trainer's environ or memory);
+- a seccomp filter (libseccomp, where installed) that refuses new unix sockets: a read-only
+  mount does not stop connect() to the host's sockets (/run is hidden as well);
 - no capabilities (`--cap-drop ALL`), a new session (`--new-session`: no terminal injection),
   death with the runner (`--die-with-parent`) and a clean environment (`--clearenv` + the
   few variables given).
@@ -17,10 +19,14 @@ the runner falls back to the Python audit-hook guard alone (one warning line per
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
 import functools
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -41,20 +47,88 @@ def bwrap_path() -> str | None:
 
 
 @functools.lru_cache(maxsize=None)
-def bwrap_problem() -> str | None:
-    """None when bwrap runs a process in a sandbox here, else why not (one line)."""
-    exe = bwrap_path()
-    if exe is None:
-        return "bwrap not found (install Debian's bubblewrap: apt-get install -y bubblewrap)"
+def seccomp_filter() -> bytes | None:
+    """A seccomp program (BPF, built by libseccomp) that makes socket(AF_UNIX, ...) fail with
+    EACCES: read-only mounts do not stop connect() to the host's unix sockets wherever they
+    are; socketpair() stays allowed. Other ABIs (x32, i386 int 0x80) are killed by
+    libseccomp's default. None where libseccomp is not installed (Debian: libseccomp2)."""
     try:
-        probe = subprocess.run(command([sys.executable, "-I", "-B", "-c", "import json"],
-                                       writable=()), capture_output=True, timeout=60, env={})
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"bwrap failed to start: {e}"
-    if probe.returncode != 0:
-        tail = probe.stderr.decode("utf-8", "replace").strip().splitlines()
-        return f"bwrap cannot create a sandbox here: {tail[-1] if tail else probe.returncode}"
-    return None
+        lib = ctypes.CDLL(ctypes.util.find_library("seccomp") or "libseccomp.so.2")
+    except OSError:
+        return None
+
+    class ArgCmp(ctypes.Structure):   # struct scmp_arg_cmp
+        _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                    ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
+                                           ctypes.c_uint, ctypes.POINTER(ArgCmp)]
+    lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    allow, refuse = 0x7FFF0000, 0x00050000 | errno.EACCES   # SCMP_ACT_ALLOW, SCMP_ACT_ERRNO
+    ctx = lib.seccomp_init(allow)
+    if not ctx:
+        return None
+    try:
+        nr = lib.seccomp_syscall_resolve_name(b"socket")
+        unix = ArgCmp(0, 4, socket.AF_UNIX, 0)                 # arg 0 == AF_UNIX (SCMP_CMP_EQ)
+        with tempfile.TemporaryFile() as out:
+            if (nr < 0 or lib.seccomp_rule_add_array(ctx, refuse, nr, 1, ctypes.byref(unix))
+                    or lib.seccomp_export_bpf(ctx, out.fileno())):
+                return None
+            out.seek(0)
+            return out.read() or None
+    finally:
+        lib.seccomp_release(ctx)
+
+
+_use_seccomp = True   # off when bwrap refuses the filter here (see bwrap_problem)
+
+
+@functools.lru_cache(maxsize=None)
+def bwrap_problem() -> str | None:
+    """None when bwrap runs a process in a sandbox here, else why not (one line). Tried with
+    the seccomp filter first, then without it (the filter is then left out)."""
+    global _use_seccomp
+    if bwrap_path() is None:
+        return "bwrap not found (install Debian's bubblewrap: apt-get install -y bubblewrap)"
+    argv = [sys.executable, "-I", "-B", "-c", "import json"]
+    problem = None
+    for _use_seccomp in ((True, False) if seccomp_filter() else (False,)):
+        try:
+            probe = popen(argv, (), env={}, cwd="/", stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
+            _, err = probe.communicate(timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"bwrap failed to start: {e}"
+        if probe.returncode == 0:
+            if not _use_seccomp and seccomp_filter():
+                log.warning("code runner: bwrap refused the seccomp filter here; running "
+                            "without it (unix sockets outside /run and /tmp stay reachable)")
+            return None
+        tail = err.decode("utf-8", "replace").strip().splitlines()
+        problem = f"bwrap cannot create a sandbox here: {tail[-1] if tail else probe.returncode}"
+    return problem
+
+
+def popen(argv: list[str], writable: Iterable[str | Path], env: dict[str, str], cwd: str,
+          pass_fds: Iterable[int] = (), **kw) -> subprocess.Popen:
+    """`argv` started in bwrap (see `command`), with the seccomp filter where it is used."""
+    fds, bpf = list(pass_fds), seccomp_filter() if _use_seccomp else None
+    read_end = None
+    if bpf:   # bwrap reads the program from a descriptor; a few hundred bytes fit a pipe
+        read_end, write_end = os.pipe()
+        os.write(write_end, bpf)
+        os.close(write_end)
+        fds.append(read_end)
+    try:
+        return subprocess.Popen(command(argv, writable, env, cwd, seccomp_fd=read_end),
+                                cwd=cwd, env=env, pass_fds=fds, **kw)
+    finally:
+        if read_end is not None:
+            os.close(read_end)
 
 
 @functools.lru_cache(maxsize=None)
@@ -84,8 +158,9 @@ def code_runner(requested: str | None = None) -> str:
 def code_runner_info() -> dict:
     """For results.json: {"code_runner": "bwrap"|"guard", "code_runner_detail": ...}."""
     runner = code_runner()
-    detail = (f"bubblewrap at {bwrap_path()}" if runner == "bwrap"
-              else bwrap_problem() or f"forced by ${RUNNER_ENV}")
+    detail = (f"bubblewrap at {bwrap_path()}, seccomp filter "
+              + ("on" if _use_seccomp and seccomp_filter() else "off (no libseccomp)")
+              if runner == "bwrap" else bwrap_problem() or f"forced by ${RUNNER_ENV}")
     return {"code_runner": runner, "code_runner_detail": detail}
 
 
@@ -123,7 +198,7 @@ def _needed_under(hidden: tuple[str, ...]) -> list[str]:
 
 
 def command(argv: list[str], writable: Iterable[str | Path], env: dict[str, str] | None = None,
-            cwd: str | Path | None = None) -> list[str]:
+            cwd: str | Path | None = None, seccomp_fd: int | None = None) -> list[str]:
     """`argv` wrapped in bwrap: read-only root, private /tmp, the `writable` folders bound
     read-write at their own paths, no network, own PID namespace, clean `env`."""
     args = [bwrap_path() or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
@@ -146,6 +221,8 @@ def command(argv: list[str], writable: Iterable[str | Path], env: dict[str, str]
         args += ["--setenv", key, value]
     if cwd is not None:
         args += ["--chdir", str(cwd)]
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
     return [*args, "--", *argv]
 
 

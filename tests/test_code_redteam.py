@@ -181,9 +181,9 @@ CTYPES = ("import os, ctypes, _ctypes\ndef sh(cmd):\n    handle = _ctypes.dlopen
           "    system(cmd.encode())\n")
 
 
-def _escapes(canary: Path, victim_pid: int, port: int, unix: str | None) -> dict[str, str]:
+def _escapes(canary: Path, victim_pid: int, port: int, unix: list[str]) -> dict[str, str]:
     """Attack name -> a solution that damages `canary` (a folder), kills `victim_pid`,
-    connects to `port` or to the unix socket `unix`, then returns a wrong answer."""
+    connects to `port` or to the unix sockets at `unix`, then returns a wrong answer."""
     c, f = str(canary), str(canary / "canary.txt")
     body = {
         "open_write": f"open({f!r}, 'w').write('pwned')\nopen({c!r} + '/new', 'w').close()",
@@ -200,9 +200,9 @@ def _escapes(canary: Path, victim_pid: int, port: int, unix: str | None) -> dict
         "socket_out": "import socket\ns = socket.create_connection(('127.0.0.1', %d), timeout=2)\n"
                       "s.sendall(b'pwned')" % port,
     }
-    if unix:   # a host service's socket in /run (read-only mounts do not stop connect())
-        body["unix_socket_out"] = (f"import socket\ns = socket.socket(socket.AF_UNIX)\n"
-                                   f"s.connect({unix!r})\ns.sendall(b'pwned')")
+    for i, path in enumerate(unix):   # host sockets: read-only mounts do not stop connect()
+        body[f"unix_socket_out_{i}"] = (f"import socket\ns = socket.socket(socket.AF_UNIX)\n"
+                                        f"s.connect({path!r})\ns.sendall(b'pwned')")
     return {name: "import os\ntry:\n" + "".join(f"    {line}\n" for line in src.splitlines())
             + "except BaseException:\n    pass\ndef f(x):\n    return x\n"
             for name, src in body.items()}
@@ -232,29 +232,44 @@ def _state(folder: Path):
 
 
 def _damage(folder: Path, before, victim: subprocess.Popen, server: socket.socket,
-            unix: socket.socket | None) -> set[str]:
+            unix: list[socket.socket]) -> set[str]:
     """What the attacks did: 'files', 'signal', 'socket', 'unix'."""
     out = set()
     if _state(folder) != before:
         out.add("files")
     if victim.poll() is not None:
         out.add("signal")
-    for label, listener in (("socket", server), ("unix", unix)):
+    for label, listener in [("socket", server)] + [("unix", u) for u in unix]:
         try:
-            conn, _ = listener.accept() if listener is not None else (None, None)
+            conn, _ = listener.accept()
         except (BlockingIOError, socket.timeout):
             continue
-        if conn is not None:
-            conn.close()
-            out.add(label)
+        conn.close()
+        out.add(label)
     return out
+
+
+def _unix_listeners() -> list[socket.socket]:
+    """Host unix sockets: in /run where writable (bwrap hides /run), and in /var/tmp where
+    the seccomp filter is on (the folder is visible, read-only: only the filter stops it)."""
+    folders = [d for d, on in (("/run", os.access("/run", os.W_OK)),
+                               ("/var/tmp", sandbox.seccomp_filter() is not None
+                                and os.access("/var/tmp", os.W_OK))) if on]
+    listeners = []
+    for folder in folders:
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(f"{folder}/geora_redteam_{os.urandom(6).hex()}.sock")
+        listener.listen(8)
+        listener.setblocking(False)
+        listeners.append(listener)
+    return listeners
 
 
 @pytest.fixture
 def targets():
     """A canary folder outside /tmp (bwrap shows it read-only; /tmp is private there), a victim
-    process, a process holding a secret in its environment, a listening TCP socket and (where
-    /run is writable) a unix socket in /run; each twice (one set for the control)."""
+    process, a process holding a secret in its environment, a listening TCP socket and unix
+    sockets (`_unix_listeners`); each twice (one set for the control)."""
     root = "/var/tmp" if os.access("/var/tmp", os.W_OK) else None
     made = []
     for _ in range(2):
@@ -265,12 +280,7 @@ def targets():
         server.bind(("127.0.0.1", 0))
         server.listen(8)
         server.setblocking(False)
-        unix = None
-        if os.access("/run", os.W_OK):
-            unix = socket.socket(socket.AF_UNIX)
-            unix.bind(f"/run/geora_redteam_{os.urandom(6).hex()}.sock")
-            unix.listen(8)
-            unix.setblocking(False)
+        unix = _unix_listeners()
         made.append((_canary(root), victim, server, secret, unix, holder))
     yield [m[:5] for m in made]
     for folder, victim, server, _, unix, holder in made:
@@ -278,9 +288,9 @@ def targets():
             process.kill()
             process.wait()
         server.close()
-        if unix is not None:
-            os.unlink(unix.getsockname())
-            unix.close()
+        for listener in unix:
+            os.unlink(listener.getsockname())
+            listener.close()
         for p in folder.iterdir():
             p.chmod(0o644)
             p.unlink()
@@ -294,14 +304,14 @@ def test_escapes_are_contained_by_bwrap(targets):
             ("no sandbox", targets[0], NO_SANDBOX), ("bwrap", targets[1], BWRAP_ONLY)):
         before = _state(folder)
         attacks = _escapes(folder, victim.pid, server.getsockname()[1],
-                           unix and unix.getsockname())
+                           [u.getsockname() for u in unix])
         jobs = [{"mode": "asserts", "solution": src, "tests": TESTS[:2]} for src in attacks.values()]
         jobs.append({"mode": "asserts", "solution": LEAK, "tests": [f"assert {secret!r} in f(0)"]})
         results = execute_many(jobs, limits, workers=4)
         runs[label] = (sum(r.passed for r in results),
                        _damage(folder, before, victim, server, unix))
     # Without a sandbox the attacks work (damage done, the secret read) ...
-    unix_too = {"unix"} if targets[0][4] is not None else set()
+    unix_too = {"unix"} if targets[0][4] else set()
     assert runs["no sandbox"] == (1, {"files", "signal", "socket"} | unix_too)
     # ... and under bwrap none scores and nothing outside changed.
     assert runs["bwrap"] == (0, set())
@@ -312,7 +322,7 @@ def test_each_escape_alone_is_contained(targets):
     """One attack per job and damage checked after each (which attack got out, if any)."""
     folder, victim, server, _, unix = targets[1]
     before = _state(folder)
-    attacks = _escapes(folder, victim.pid, server.getsockname()[1], unix and unix.getsockname())
+    attacks = _escapes(folder, victim.pid, server.getsockname()[1], [u.getsockname() for u in unix])
     for name, src in attacks.items():
         r = execute({"mode": "asserts", "solution": src, "tests": TESTS[:2]}, BWRAP_ONLY)
         assert (r.passed, _damage(folder, before, victim, server, unix)) == (0, set()), name
