@@ -9,8 +9,9 @@ Written here because no maintained Python package wraps bwrap; bwrap itself (Deb
   hidden too (its unix sockets: a read-only mount does not stop a connect());
 - new user, PID, network, IPC, UTS and cgroup namespaces (`--unshare-all`): no network, and a
   /proc that shows only the sandbox's own processes (not the trainer's environ or memory);
-- a seccomp filter (libseccomp, where installed) that refuses new unix sockets: a read-only
-  mount does not stop connect() to the host's sockets (/run is hidden as well);
+- a seccomp filter (libseccomp, where installed) that refuses new unix sockets (a read-only
+  mount does not stop connect() to the host's sockets; /run is hidden as well) and new
+  processes (threads allowed);
 - no capabilities (`--cap-drop ALL`), a new session (`--new-session`: no terminal injection),
   death with the runner (`--die-with-parent`) and a clean environment (`--clearenv` + the
   few variables given).
@@ -48,10 +49,14 @@ def bwrap_path() -> str | None:
 
 @functools.lru_cache(maxsize=None)
 def seccomp_filter() -> bytes | None:
-    """A seccomp program (BPF, built by libseccomp) that makes socket(AF_UNIX, ...) fail with
-    EACCES: read-only mounts do not stop connect() to the host's unix sockets wherever they
-    are; socketpair() stays allowed. Other ABIs (x32, i386 int 0x80) are killed by
-    libseccomp's default. None where libseccomp is not installed (Debian: libseccomp2)."""
+    """A seccomp program (BPF, built by libseccomp) for the sandboxed processes:
+    - socket(AF_UNIX, ...) fails with EACCES: read-only mounts do not stop connect() to the
+      host's unix sockets wherever they are; socketpair() stays allowed;
+    - new processes fail with EACCES (fork, vfork, clone without CLONE_THREAD; clone3 says
+      ENOSYS so that glibc uses clone): threads work, fork loops and shell commands do not,
+      also as root, where RLIMIT_NPROC is not enforced.
+    Other ABIs (x32, i386 int 0x80) are killed by libseccomp's default. None where libseccomp
+    is not installed (Debian: libseccomp2)."""
     try:
         lib = ctypes.CDLL(ctypes.util.find_library("seccomp") or "libseccomp.so.2")
     except OSError:
@@ -71,12 +76,23 @@ def seccomp_filter() -> bytes | None:
     ctx = lib.seccomp_init(allow)
     if not ctx:
         return None
+    no_syscall = 0x00050000 | errno.ENOSYS
+    clone_thread = 0x00010000
+    # (syscall, action, condition on an argument or None)
+    rules = [("socket", refuse, ArgCmp(0, 4, socket.AF_UNIX, 0)),          # arg0 == AF_UNIX
+             ("clone", refuse, ArgCmp(0, 7, clone_thread, 0)),  # (flags & CLONE_THREAD) == 0
+             ("clone3", no_syscall, None),   # flags out of reach: glibc falls back to clone
+             ("fork", refuse, None), ("vfork", refuse, None)]
     try:
-        nr = lib.seccomp_syscall_resolve_name(b"socket")
-        unix = ArgCmp(0, 4, socket.AF_UNIX, 0)                 # arg 0 == AF_UNIX (SCMP_CMP_EQ)
         with tempfile.TemporaryFile() as out:
-            if (nr < 0 or lib.seccomp_rule_add_array(ctx, refuse, nr, 1, ctypes.byref(unix))
-                    or lib.seccomp_export_bpf(ctx, out.fileno())):
+            for name, action, cond in rules:
+                nr = lib.seccomp_syscall_resolve_name(name.encode())
+                if nr < 0:       # not a syscall on this architecture (fork on arm64)
+                    continue
+                if lib.seccomp_rule_add_array(ctx, action, nr, int(cond is not None),
+                                              ctypes.byref(cond) if cond is not None else None):
+                    return None
+            if lib.seccomp_export_bpf(ctx, out.fileno()):
                 return None
             out.seek(0)
             return out.read() or None

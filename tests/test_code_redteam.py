@@ -341,12 +341,16 @@ def test_guard_keeps_other_processes_proc_and_the_harness_files_out(targets):
 @NEEDS_BWRAP
 def test_inside_bwrap():
     """What the solution sees: no capabilities, its own PID namespace, no network but
-    loopback, a clean environment, a read-only root, a private /tmp."""
+    loopback, a clean environment, a read-only root, no fork (threads), a private /tmp."""
     probe = ("import os\ndef facts():\n"
              "    caps = [l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0]\n"
              "    try:\n        open('/usr/geora_probe', 'w')\n        ro = False\n"
              "    except OSError:\n        ro = True\n"
-             "    return {'caps': caps, 'pids': sorted(int(p) for p in os.listdir('/proc') if p.isdigit()),\n"
+             "    try:\n        pid = os.fork()\n        if pid == 0:\n            os._exit(0)\n"
+             "        forked = True\n    except OSError:\n        forked = False\n"
+             "    import threading\n    box = []\n    t = threading.Thread(target=box.append, args=(1,))\n"
+             "    t.start()\n    t.join()\n"
+             "    return {'forked': forked, 'threads': box == [1], 'caps': caps, 'pids': sorted(int(p) for p in os.listdir('/proc') if p.isdigit()),\n"
              "            'nets': open('/proc/net/dev').read().count(':'),\n"
              "            'env': sorted(os.environ), 'ro': ro, 'tmp': os.listdir(TEMP),\n"
              "            'job': [os.listdir(os.path.join(TEMP, t)) for t in os.listdir(TEMP)]}\n")
@@ -356,8 +360,10 @@ def test_inside_bwrap():
              "assert facts()['nets'] == 1",                 # lo only
              "assert 'HF_ALLOW_CODE_EVAL' not in facts()['env'] and 'PATH' in facts()['env']",
              "assert facts()['ro'] is True",
+             # no new processes where the seccomp filter is on (threads work)
+             f"v = facts()\nassert v['threads'] and v['forked'] is {sandbox.seccomp_filter() is None}, v",
              # of the host's temp folder only the job's folder, and of that the solution's part
              "v = facts()\nassert len(v['tmp']) == 1 and v['tmp'][0].startswith('geora_exec_'), v\n"
              "assert v['job'] == [['shared']], v"]
     r = execute({"mode": "asserts", "solution": probe, "tests": tests}, BWRAP_ONLY)
-    assert (r.passed, r.total, r.status) == (6, 6, "ok"), r
+    assert (r.passed, r.total, r.status) == (7, 7, "ok"), r
