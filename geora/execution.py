@@ -232,7 +232,6 @@ def _run_split(job: dict, payload: dict, limits: Limits, runner: str, tmp: str):
     finally:
         for fd in fds:
             os.close(fd)
-    job = {k: v for k, v in job.items() if k != "program"}
     payload = {**job, **payload, "shared": shared, "from_server": from_server,
                "to_server": to_server}
     try:
