@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 RUNNERS = ("bwrap", "guard")
 RUNNER_ENV = "GEORA_CODE_RUNNER"   # force one: "bwrap" (error if unusable) or "guard"
+# Each tmpfs (private /tmp, hidden folders) is memory: capped, or a program writing files
+# in a loop fills the host's RAM before the time limit.
+TMPFS = ("--size", str(64 << 20), "--tmpfs")
 # Credentials a process running as this user could otherwise read (relative to $HOME).
 HIDDEN_IN_HOME = (".ssh", ".netrc", ".git-credentials", ".pypirc", ".aws", ".docker",
                   ".cache/huggingface", ".huggingface", ".config/gcloud", ".kaggle", ".gnupg")
@@ -197,7 +200,7 @@ def _hidden_credentials(home: str | None) -> list[str]:
     for rel in HIDDEN_IN_HOME:
         path = os.path.join(home, rel)
         if os.path.isdir(path) and not os.path.islink(path):
-            args += ["--tmpfs", path]
+            args += [*TMPFS, path]
         elif os.path.isfile(path) and not os.path.islink(path):
             args += ["--ro-bind", "/dev/null", path]
     return args
@@ -218,15 +221,15 @@ def command(argv: list[str], writable: Iterable[str | Path], env: dict[str, str]
     """`argv` wrapped in bwrap: read-only root, private /tmp, the `writable` folders bound
     read-write at their own paths, no network, own PID namespace, clean `env`."""
     args = [bwrap_path() or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-            "--tmpfs", "/tmp", *_hidden_credentials(os.path.expanduser("~"))]
+            *TMPFS, "/tmp", *_hidden_credentials(os.path.expanduser("~"))]
     # A read-only mount does not stop connect() to a unix socket in it: the host's service
     # sockets (/run/docker.sock, dbus, databases) are hidden with /run (/var/run links there).
     for runtime in ("/run", "/var/run"):
         if os.path.isdir(runtime) and not os.path.islink(runtime):
-            args += ["--tmpfs", runtime]
+            args += [*TMPFS, runtime]
     temp = os.path.realpath(tempfile.gettempdir())   # where the job folders are: all hidden,
     if temp != "/tmp" and temp != "/":               # then the job's own parts bound back
-        args += ["--tmpfs", temp]
+        args += [*TMPFS, temp]
     for path in _needed_under((os.path.realpath("/tmp"), temp)):
         args += ["--ro-bind", path, path]
     for folder in writable:

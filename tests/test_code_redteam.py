@@ -341,7 +341,8 @@ def test_guard_keeps_other_processes_proc_and_the_harness_files_out(targets):
 @NEEDS_BWRAP
 def test_inside_bwrap():
     """What the solution sees: no capabilities, its own PID namespace, no network but
-    loopback, a clean environment, a read-only root, no fork (threads), a private /tmp."""
+    loopback, a clean environment, a read-only root, no fork (threads), a private /tmp of
+    64 MiB."""
     probe = ("import os\ndef facts():\n"
              "    caps = [l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0]\n"
              "    try:\n        open('/usr/geora_probe', 'w')\n        ro = False\n"
@@ -354,16 +355,20 @@ def test_inside_bwrap():
              "            'nets': open('/proc/net/dev').read().count(':'),\n"
              "            'env': sorted(os.environ), 'ro': ro, 'tmp': os.listdir(TEMP),\n"
              "            'job': [os.listdir(os.path.join(TEMP, t)) for t in os.listdir(TEMP)]}\n")
-    probe = f"TEMP = {os.path.realpath(tempfile.gettempdir())!r}\n" + probe
+    probe = f"TEMP = {os.path.realpath(tempfile.gettempdir())!r}\n" + probe + (
+        "def fill():\n    n = 0\n    try:\n        for i in range(100):\n"
+        "            with open(f'/tmp/big{i}', 'wb') as fh:\n                fh.write(bytes(8 << 20))\n"
+        "            n += 1\n    except OSError as e:\n        return n, e.errno\n    return n, 0\n")
     tests = ["v = facts()\nassert v['caps'] == '0000000000000000', v",
              "assert max(facts()['pids']) < 10",
              "assert facts()['nets'] == 1",                 # lo only
              "assert 'HF_ALLOW_CODE_EVAL' not in facts()['env'] and 'PATH' in facts()['env']",
              "assert facts()['ro'] is True",
+             "assert fill() == (8, 28)",    # the private /tmp (memory) holds 64 MiB: ENOSPC
              # no new processes where the seccomp filter is on (threads work)
              f"v = facts()\nassert v['threads'] and v['forked'] is {sandbox.seccomp_filter() is None}, v",
              # of the host's temp folder only the job's folder, and of that the solution's part
              "v = facts()\nassert len(v['tmp']) == 1 and v['tmp'][0].startswith('geora_exec_'), v\n"
              "assert v['job'] == [['shared']], v"]
     r = execute({"mode": "asserts", "solution": probe, "tests": tests}, BWRAP_ONLY)
-    assert (r.passed, r.total, r.status) == (7, 7, "ok"), r
+    assert (r.passed, r.total, r.status) == (8, 8, "ok"), r
