@@ -358,7 +358,9 @@ def test_inside_bwrap():
     probe = f"TEMP = {os.path.realpath(tempfile.gettempdir())!r}\n" + probe + (
         "def fill():\n    n = 0\n    try:\n        for i in range(100):\n"
         "            with open(f'/tmp/big{i}', 'wb') as fh:\n                fh.write(bytes(8 << 20))\n"
-        "            n += 1\n    except OSError as e:\n        return n, e.errno\n    return n, 0\n")
+        "            n += 1\n    except OSError as e:\n        return n, e.errno\n    finally:\n"
+        "        for i in range(n + 1):\n            if os.path.exists(f'/tmp/big{i}'):\n"
+        "                os.remove(f'/tmp/big{i}')\n    return n, 0\n")
     tests = ["v = facts()\nassert v['caps'] == '0000000000000000', v",
              "assert max(facts()['pids']) < 10",
              "assert facts()['nets'] == 1",                 # lo only
