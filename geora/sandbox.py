@@ -115,7 +115,8 @@ def bwrap_problem() -> str | None:
         return "bwrap not found (install Debian's bubblewrap: apt-get install -y bubblewrap)"
     argv = [sys.executable, "-I", "-B", "-c", "import json"]
     problem = None
-    for _use_seccomp in ((True, False) if seccomp_filter() else (False,)):
+    for with_filter in ((True, False) if seccomp_filter() else (False,)):
+        _use_seccomp = with_filter
         try:
             probe = popen(argv, (), env={}, cwd="/", stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE)
@@ -178,7 +179,7 @@ def code_runner_info() -> dict:
     """For results.json: {"code_runner": "bwrap"|"guard", "code_runner_detail": ...}."""
     runner = code_runner()
     detail = (f"bubblewrap at {bwrap_path()}, seccomp filter "
-              + ("on" if _use_seccomp and seccomp_filter() else "off (no libseccomp)")
+              + ("on" if _use_seccomp and seccomp_filter() else "off")
               if runner == "bwrap" else bwrap_problem() or f"forced by ${RUNNER_ENV}")
     return {"code_runner": runner, "code_runner_detail": detail}
 

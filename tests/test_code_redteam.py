@@ -237,8 +237,11 @@ def _damage(folder: Path, before, victim: subprocess.Popen, server: socket.socke
     out = set()
     if _state(folder) != before:
         out.add("files")
-    if victim.poll() is not None:
+    try:
+        victim.wait(timeout=0.05)   # a SIGKILL sent is delivered when the victim next runs
         out.add("signal")
+    except subprocess.TimeoutExpired:
+        pass
     for label, listener in [("socket", server)] + [("unix", u) for u in unix]:
         try:
             conn, _ = listener.accept()
