@@ -38,15 +38,20 @@ class Channel:
 
     def __init__(self, rfd, wfd):
         self.rfile, self.wfd, self.dead = os.fdopen(rfd, "rb"), wfd, None
-        self.handles, self.stand_ins = {}, {}
+        self.handles, self.stand_ins, self.callbacks = {}, {}, {}
 
-    def request(self, message):
-        if self.dead:
-            raise RemoteError(self.dead)
+    def write(self, message):
         data = memoryview((json.dumps(message) + "\n").encode())
         try:
             while data:
                 data = data[os.write(self.wfd, data):]
+        except OSError:
+            self.dead = ENDED
+            raise RemoteError(self.dead) from None
+
+    def read(self):
+        """The next message from the server, a dict; RemoteError (and dead) otherwise."""
+        try:
             line = self.rfile.readline(MAX_LINE + 1)
         except OSError:
             line = b""
@@ -54,18 +59,42 @@ class Channel:
             self.dead = ENDED if not line else "the solution's answer was too long"
             raise RemoteError(self.dead)
         try:
-            answer = json.loads(line)
-            failed, value = answer.get("exc"), answer.get("ok")
-            printed = [str(answer.get("out") or ""), str(answer.get("err") or "")]
-        except (ValueError, AttributeError, RecursionError):
+            message = json.loads(line)
+        except (ValueError, RecursionError):
+            message = None
+        if type(message) is not dict:
             self.dead = "the solution's process sent a garbled answer"
-            raise RemoteError(self.dead) from None
+            raise RemoteError(self.dead)
+        return message
+
+    def request(self, message):
+        if self.dead:
+            raise RemoteError(self.dead)
+        self.write(message)
+        answer = self.read()
+        while "cb" in answer:              # the solution calls a function of the tests
+            self.write(self.call_back(answer))
+            answer = self.read()
+        failed, value = answer.get("exc"), answer.get("ok")
+        printed = [str(answer.get("out") or ""), str(answer.get("err") or "")]
         for text, stream in zip(printed, (sys.stdout, sys.stderr)):
             if text:    # (pytest's capture, else /dev/null)
                 stream.write(text)
         if failed is not None:
             raise self.exception(failed)
         return value
+
+    def call_back(self, message):
+        """Run the tests' function the solution called, on plain values; the answer to send."""
+        function = self.callbacks.get(message["cb"]) if isinstance(message["cb"], int) else None
+        try:
+            if function is None:
+                raise RemoteError(f"no function {message['cb']!r} was passed to the solution")
+            result = function(*[self.value(a) for a in message.get("a", [])],
+                              **{str(k): self.value(v) for k, v in message.get("k", {}).items()})
+            return {"ok": self.send(result)}
+        except Exception as e:  # noqa: BLE001 - the tests' function failed: the solution sees it
+            return {"exc": {"n": type(e).__name__, "m": str(e)[:1000]}}
 
     def value(self, obj):
         return decode(obj, self.resolve)
@@ -111,9 +140,12 @@ class Channel:
             if isinstance(v, Remote):
                 return {"r": object.__getattribute__(v, "_ref")}
             plain = _as_plain(v)
-            if plain is None:
-                raise TypeError(f"the sandbox cannot pass a {type(v).__name__} to the solution")
-            return encode(plain, handle)
+            if plain is not None:
+                return encode(plain, handle)
+            if callable(v) and not isinstance(v, type):   # called back over the pipe
+                self.callbacks[id(v)] = v
+                return {"cb": id(v)}
+            raise TypeError(f"the sandbox cannot pass a {type(v).__name__} to the solution")
         return encode(value, handle)
 
     def call(self, ref, args, kwargs):
@@ -175,6 +207,18 @@ class Remote:
 
     def __bool__(self):   # one bit, asked once: no more than returning True or False
         return self._op("bool") is True
+
+    def __eq__(self, other):
+        """Two objects of the solution: its own == decides (it made both, as in one process).
+        Anything else: identity (a plain expected value never meets the solution's __eq__)."""
+        if isinstance(other, Remote):
+            return self is other or self._op("eq", other) is True
+        return NotImplemented
+
+    __hash__ = object.__hash__
+
+    def __instancecheck__(self, value):   # isinstance(x, <a class of the solution>)
+        return self._op("isinstance", value) is True
 
     def __getitem__(self, key):
         return self._op("getitem", key)

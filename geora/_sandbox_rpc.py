@@ -9,7 +9,7 @@ The harness runs the tests; every name the tests take from the solution (`f`, `c
 solution and answers with *plain values* only: None, bool, int, float, complex, str, bytes
 and lists, tuples, sets, dicts of them (numpy scalars and arrays too), each rebuilt by the
 harness as an exact builtin object. Anything else comes back as an opaque handle that
-compares by identity (`==` never reaches solution code) and whose calls, attributes,
+never meets a plain expected value through its own __eq__, and whose calls, attributes,
 iteration, len, item access, str/repr and truth value are further round trips. Exceptions
 come back by name: a builtin exception class is raised as itself, the solution's own
 exception classes as local stand-ins (one per remote class, so pytest.raises works).
@@ -21,10 +21,11 @@ object whose __eq__ is always True, exit early to look successful or print fake 
 nor the test file. What it can still do is what any solution can: return values.
 
 What the solution prints during a call (sys.stdout/sys.stderr) is printed again in the
-harness, so pytest's capsys sees it. Not supported (such a test fails): passing a function or
-an object of the tests to the solution; isinstance() with the solution's classes; comparing
-the solution's own objects with == (identity); patching the solution's internals or
-builtins.input from the tests (monkeypatch, mock).
+harness, so pytest's capsys sees it. A function of the tests passed to the solution stays in
+the harness and is called back over the pipe (plain values again); isinstance() with one of
+the solution's classes and == between two of the solution's own objects are asked of the
+solution. Not supported (such a test fails): passing other objects of the tests to the
+solution; patching the solution's internals or builtins.input from the tests (mock).
 Standard library only (and pytest in the harness for pytest files; numpy if installed).
 """
 import base64
@@ -80,7 +81,7 @@ def decode(obj, resolve, depth=0):
         return obj
     if type(obj) is not dict:
         raise ValueError(f"not a plain value: {type(obj).__name__}")
-    if "r" in obj or "x" in obj:     # a handle: the resolver decides what it stands for
+    if "r" in obj or "x" in obj or "cb" in obj:   # a handle or a callback: the resolver's
         return resolve(obj)
     if len(obj) != 1:
         raise ValueError(f"not a plain value: a dict with keys {sorted(obj)[:5]}")
@@ -154,7 +155,32 @@ class Server:
         return encode(value, self.handle)
 
     def dec(self, obj):
-        return decode(obj, lambda o: self.objects[o.get("r", o.get("x"))])
+        return decode(obj, self.resolve)
+
+    def resolve(self, obj):
+        if "cb" in obj:   # a function of the tests: calling it asks the harness
+            return lambda *args, **kwargs: self.call_back(obj["cb"], args, kwargs)
+        return self.objects[obj.get("r", obj.get("x"))]
+
+    def call_back(self, ref, args, kwargs):
+        """Call the tests' function `ref` in the harness; requests it makes meanwhile (a
+        callback that calls the solution again) are served here until its answer comes."""
+        self.reply({"cb": ref, "a": [self.enc(a) for a in args],
+                    "k": {str(k): self.enc(v) for k, v in kwargs.items()}})
+        while True:
+            line = self.rfile.readline()
+            if not line:
+                os._exit(0)
+            message = json.loads(line)
+            if "op" in message:
+                self.step(message)
+            elif "exc" in message:
+                info = message["exc"]
+                cls = getattr(builtins, str(info.get("n")), None)
+                cls = cls if isinstance(cls, type) and issubclass(cls, Exception) else RemoteError
+                raise cls(str(info.get("m")))
+            else:
+                return self.dec(message.get("ok"))
 
     def load(self, req):
         self.namespace = {"__name__": "solution", "__builtins__": builtins}
@@ -186,6 +212,10 @@ class Server:
             return self.enc(fn(target))
         if op in ("getitem", "setitem", "delitem"):
             return self.enc(getattr(target, f"__{op}__")(*args))
+        if op == "eq":           # two objects of the solution: its own == decides
+            return bool(target == args[0])
+        if op == "isinstance":   # isinstance(value, one of the solution's classes)
+            return bool(isinstance(args[0], target))
         raise ValueError(f"unknown request {op!r}")
 
     def reply(self, message):
@@ -202,27 +232,30 @@ class Server:
             line = self.rfile.readline()
             if not line:
                 os._exit(0)
-            req = json.loads(line)
-            out, err = io.StringIO(), io.StringIO()   # what the solution prints, for capsys
-            try:
-                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                    if req["op"] == "load":
-                        self.load(req)
-                        message = {"ok": None}
-                    elif self.broken is not None:
-                        raise self.broken
-                    else:
-                        message = {"ok": self.answer(req)}
-            except BaseException as e:  # noqa: BLE001 - the solution's failure is an answer
+            self.step(json.loads(line))
+
+    def step(self, req):
+        """Answer one request (writes the reply)."""
+        out, err = io.StringIO(), io.StringIO()   # what the solution prints, for capsys
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 if req["op"] == "load":
-                    self.broken = e
-                message = {"exc": self.describe(e)}
-            if req["op"] != "load":
-                message.update(out=out.getvalue()[:MAX_PRINTED], err=err.getvalue()[:MAX_PRINTED])
-            try:
-                self.reply(message)
-            except BaseException as e:  # noqa: BLE001 - unencodable: say so
-                self.reply({"exc": {"n": "RemoteError", "b": "Exception", "m": repr(e)[:300]}})
+                    self.load(req)
+                    message = {"ok": None}
+                elif self.broken is not None:
+                    raise self.broken
+                else:
+                    message = {"ok": self.answer(req)}
+        except BaseException as e:  # noqa: BLE001 - the solution's failure is an answer
+            if req["op"] == "load":
+                self.broken = e
+            message = {"exc": self.describe(e)}
+        if req["op"] != "load":
+            message.update(out=out.getvalue()[:MAX_PRINTED], err=err.getvalue()[:MAX_PRINTED])
+        try:
+            self.reply(message)
+        except BaseException as e:  # noqa: BLE001 - unencodable: say so
+            self.reply({"exc": {"n": "RemoteError", "b": "Exception", "m": repr(e)[:300]}})
 
     def describe(self, exc):
         try:

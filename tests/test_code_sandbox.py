@@ -138,8 +138,9 @@ def test_preflight_checks_the_runner():
 
 
 # The split jobs (asserts/pytest: solution and tests in separate processes, plain values
-# between them) keep the usual idioms of MBPP/HumanEval/KodCode tests working, printing
-# (capsys) included.
+# between them) keep the usual idioms of MBPP/HumanEval/KodCode tests working: printing
+# (capsys), functions of the tests called by the solution, isinstance and == between the
+# solution's own objects included.
 IDIOMS_SOLUTION = '''
 import collections, numpy as np
 
@@ -185,6 +186,24 @@ def write(path, text):
 
 def greet(name):
     print(f"hello {name}")
+
+def apply_twice(fn, x):
+    return fn(fn(x))
+
+def memoize(fn):
+    cache = {}
+    def wrapper(n):
+        if n not in cache:
+            cache[n] = fn(n)
+        return cache[n]
+    return wrapper
+
+from dataclasses import dataclass
+
+@dataclass
+class Point:
+    x: int
+    y: int
 '''
 IDIOMS_TESTS = '''
 import numpy as np
@@ -228,12 +247,24 @@ def test_files(tmp_path):
 def test_printed(capsys):
     greet("you")
     assert capsys.readouterr().out == "hello you\\n"
+
+def test_functions_of_the_tests():
+    assert apply_twice(lambda x: x * 3, 2) == 18
+    @memoize
+    def fib(n):
+        return n if n < 2 else fib(n - 1) + fib(n - 2)
+    assert fib(20) == 6765
+
+def test_own_classes():
+    assert isinstance(Stack(), Stack) and not isinstance(3, Stack)
+    assert Point(1, 2) == Point(1, 2) and Point(1, 2) != Point(2, 1)
+    assert Point(1, 2) != (1, 2)
 '''
 
 
 def test_split_jobs_keep_common_test_idioms():
     r = execute({"mode": "pytest", "solution": IDIOMS_SOLUTION, "test_file": IDIOMS_TESTS})
-    assert (r.status, r.passed, r.total) == ("ok", 8, 8), r
+    assert (r.status, r.passed, r.total) == ("ok", 10, 10), r
     r = execute({"mode": "asserts", "solution": IDIOMS_SOLUTION, "setup": "import math",
                  "tests": ["s = Stack()\ns.push(5)\nassert s.pop() == 5", "assert check(2) == 2",
                            "assert math.isclose(arr(2)[1], 2.0)", "assert check(-1) == -1"]})
