@@ -3,8 +3,9 @@
 #               worker per core (pytest-xdist): each test is single-threaded.
 # make demo:    install, then `python run.py` (the micro RLVR study on the CPU), started afresh
 #               each time (train.overwrite=true: the demo folder is replaced).
-# make sandbox: install bubblewrap (`bwrap`), the OS sandbox of the code runner, with apt-get
-#               where it is missing (as root, or through sudo); see docs/code-sandbox.md.
+# make sandbox: install bubblewrap (`bwrap`, the OS sandbox of the code runner) and libseccomp2
+#               (its seccomp filter) with apt-get where missing (as root, or through sudo);
+#               see docs/code-sandbox.md.
 # make paper-dry-run: install, then every paper experiment shrunk onto the CPU (73 jobs of a
 #               random-init two-layer model on the fixture data) and every paper table built
 #               from them and checked for the paper's rows and columns (multirun/paper_dry_run).
@@ -26,8 +27,9 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 install: $(STAMP)
 
 sandbox:
-	@command -v bwrap >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq bubblewrap; }
+	@{ command -v bwrap && ls /lib/*/libseccomp.so.2 /usr/lib/*/libseccomp.so.2; } >/dev/null 2>&1 \
+	  || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	       $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq bubblewrap libseccomp2; }
 	@bwrap --version
 
 paper-dry-run: install
