@@ -322,13 +322,34 @@ def test_escapes_are_contained_by_bwrap(targets):
 
 @NEEDS_BWRAP
 def test_each_escape_alone_is_contained(targets):
-    """One attack per job and damage checked after each (which attack got out, if any)."""
+    """One attack per job, damage checked after each: without a sandbox each attack does the
+    damage it is for (against a fresh canary folder and victim of its own), under bwrap none."""
     folder, victim, server, _, unix = targets[1]
     before = _state(folder)
     attacks = _escapes(folder, victim.pid, server.getsockname()[1], [u.getsockname() for u in unix])
+    root = "/var/tmp" if os.access("/var/tmp", os.W_OK) else None
     for name, src in attacks.items():
         r = execute({"mode": "asserts", "solution": src, "tests": TESTS[:2]}, BWRAP_ONLY)
         assert (r.passed, _damage(folder, before, victim, server, unix)) == (0, set()), name
+        # The same attack, no sandbox, its own targets: it works.
+        own_folder, own_victim = _canary(root), subprocess.Popen(["sleep", "120"])
+        try:
+            own = _escapes(own_folder, own_victim.pid, server.getsockname()[1],
+                           [u.getsockname() for u in unix])[name]
+            own_before = _state(own_folder)
+            execute({"mode": "asserts", "solution": own, "tests": TESTS[:2]}, NO_SANDBOX)
+            done = _damage(own_folder, own_before, own_victim, server, unix)
+        finally:
+            own_victim.kill()
+            own_victim.wait()
+            for p in own_folder.iterdir():
+                p.chmod(0o644)
+                p.unlink()
+            own_folder.rmdir()
+        kind = ("signal" if name in ("signal_other_process", "shell_kill")
+                else "socket" if name == "socket_out" else "unix" if name.startswith("unix")
+                else "files")
+        assert done == {kind}, (name, done)
 
 
 def test_guard_keeps_other_processes_proc_and_the_harness_files_out(targets):
