@@ -35,8 +35,8 @@ def refuse_code_execution(settings: EvalSettings) -> None:
     if code and not settings.allow_code_execution:
         raise CodeExecutionRefused(
             f"tasks {code} run model-written Python to score it; this is off by default. "
-            f"Allow it with eval.allow_code_execution=true (it runs in a subprocess with "
-            f"your user's rights; {ALLOW_ENV}=1 is set for the run).")
+            f"Allow it with eval.allow_code_execution=true (it runs in bubblewrap where "
+            f"installed, else a guarded subprocess; {ALLOW_ENV}=1 is set for the run).")
 
 
 def local_file(info: TaskInfo, data_dir: str, split: str) -> Path:

@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from geora.distributed import (gather_from_processes, is_main_process, process_rank,
                                trainable_checksum, wait_for_everyone, world_size)
+from geora.sandbox import results_record as code_runner_record
 from geora.training.checks import check_config, check_run_inputs, trains
 from geora.fileio import git_info
 from geora.training.rundir import (AFTER, BEFORE, RunBusyError, RunExistsError, RunFolder,
@@ -434,6 +435,7 @@ def write_results(run: Run, train_record: dict | None) -> dict:
         **({"analysis": run.analysis} if run.analysis else {}),
         "time_s": time.time() - run.started,
         "env": env_info(run.device, run.git),
+        **code_runner_record(cfg),     # {"code_runner": "bwrap"|"guard", ...} when code runs
     }
     run.folder.write_results(results)
     return results

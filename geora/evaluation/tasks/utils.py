@@ -131,19 +131,20 @@ def mbpp_programs(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
     return [[_first_code_block(answer_part(r)) for r in resp] for resp in resps]
 
 
+# The tests run in a process of their own and call the program's functions in another
+# (geora.execution's "asserts" jobs): the program cannot touch the verdict.
 def process_humaneval(doc: dict, results: list) -> dict[str, float]:
-    from geora.evaluation.execution import passes
+    from geora.evaluation.execution import passes_tests
 
-    tests = f"{doc['test']}\ncheck({doc['entry_point']})\n"
-    return _scores([passes(program + "\n" + tests) for program in _samples(results)])
+    tests = [f"{doc['test']}\ncheck({doc['entry_point']})\n"]
+    return _scores([passes_tests(program, tests) for program in _samples(results)])
 
 
 def process_mbpp(doc: dict, results: list) -> dict[str, float]:
-    from geora.evaluation.execution import passes
+    from geora.evaluation.execution import passes_tests
 
     setup = doc.get("test_setup_code") or ""
-    tests = "\n".join(doc["test_list"])
-    return _scores([passes(f"{setup}\n{code}\n{tests}\n") for code in _samples(results)])
+    return _scores([passes_tests(code, doc["test_list"], setup) for code in _samples(results)])
 
 
 def keep_all(resps, docs):
