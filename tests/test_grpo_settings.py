@@ -55,3 +55,29 @@ def test_micro_keeps_trls_default_and_overrides_reach_trl():
 def test_bad_clip_range_is_named(override, message):
     with pytest.raises(ValueError, match=message):
         check_config(make("train=paper", override))
+
+
+def test_the_train_group_reaches_grpoconfig_under_trls_own_names():
+    # a GRPOConfig field no config file sets goes through as it is ...
+    args = args_of("++train.shuffle_dataset=false", "++train.top_entropy_quantile=0.8")
+    assert args.shuffle_dataset is False and args.top_entropy_quantile == 0.8
+    assert args_of().shuffle_dataset is True                      # TRL's default otherwise
+    # ... a name GRPOConfig does not have is refused, naming it ...
+    with pytest.raises(ValueError, match=r"^train\.lernig_rate: neither a trl\.GRPOConfig field"):
+        args_of("++train.lernig_rate=1e-4")
+    # ... and what the project derives is not taken from the config
+    args = args_of("++train.per_device_train_batch_size=3")
+    assert args.per_device_train_batch_size == 32                 # 4 prompts x 8 completions
+
+
+def test_plus_adds_a_grpoconfig_field_but_not_a_typo():
+    from geora.training.checks import check_added_keys
+
+    check_added_keys(["+train.shuffle_dataset=false"], ROOT / "conf")
+    with pytest.raises(ValueError, match=r"\+train\.lernig_rate=1e-4 adds a key"):
+        check_added_keys(["+train.lernig_rate=1e-4"], ROOT / "conf")
+
+
+def test_a_train_key_typo_is_named_before_anything_runs():
+    with pytest.raises(ValueError, match=r"^train\.lernig_rate: neither"):
+        check_config(make("++train.lernig_rate=1e-4"))

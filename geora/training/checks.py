@@ -132,6 +132,10 @@ def check_config(cfg) -> None:
             continue
         if value is not missing:
             check_value(key, value, valid)
+    if cfg.get("train") is not None and cfg.get("method") is not None and trains(cfg):
+        from geora.training.grpo import trl_settings
+
+        trl_settings(cfg.train)   # a key neither TRL's nor ours is named before anything runs
     if cfg.get("method") is not None and cfg.method.get("trains", True) and cfg.method.get("options"):
         check_method_options(cfg.method)
     if cfg.get("analysis") is not None:
@@ -230,10 +234,22 @@ def check_run_inputs(cfg, device: str) -> None:
 FREE_FORM_NODES = ("method.options",)
 
 
+def _grpo_fields() -> set[str]:
+    """trl.GRPOConfig's field names: `+train.<field>=...` sets one no config file names
+    (geora.training.grpo hands the train group to GRPOConfig under TRL's names)."""
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    return {f.name for f in dataclasses.fields(GRPOConfig)}
+
+
 def check_added_keys(overrides, config_dir) -> None:
     """Refuse `+a.b=value` overrides of keys the config does not have (Hydra adds them, and
-    nothing reads a misspelt `+train.lernig_rate=1e-4`), naming the key. Allowed: config groups (`+experiment=...`), Hydra's own keys, FREE_FORM_NODES and
-    `++` (an explicit add-or-replace).
+    nothing reads a misspelt `+train.lernig_rate=1e-4`), naming the key. Allowed: config
+    groups (`+experiment=...`), Hydra's own keys, FREE_FORM_NODES, trl.GRPOConfig's fields
+    under train (`+train.shuffle_dataset=false`) and `++` (an explicit add-or-replace; the
+    train group's keys are then checked against GRPOConfig by grpo_config).
 
     >>> from geora.fileio import REPO_ROOT
     >>> conf = REPO_ROOT / "conf"
@@ -253,7 +269,8 @@ def check_added_keys(overrides, config_dir) -> None:
             continue
         key = override.key_or_group
         if (Path(config_dir) / key).is_dir() or key.split(".")[0] == "hydra" \
-                or any(key.startswith(node + ".") for node in FREE_FORM_NODES):
+                or any(key.startswith(node + ".") for node in FREE_FORM_NODES) \
+                or (key.startswith("train.") and key[len("train."):] in _grpo_fields()):
             continue
         raise ValueError(f"{text} adds a key the config does not have ({key}): check its "
                          f"spelling; '+' is only for config groups and for free-form keys "

@@ -49,11 +49,40 @@ def check_vllm(train: Mapping[str, Any]) -> None:
         raise ValueError(f"train.vllm_mode={train.get('vllm_mode')!r}: choose colocate or server")
 
 
+# train.* keys that are this project's own; every other key of the `train` group is a
+# GRPOConfig field, handed to it under its own name (conf/train/*.yaml spell TRL's names).
+PROJECT_KEYS = ("name", "device", "prompts_per_step", "rewards", "allow_code_execution",
+                "track_every", "fused_lora", "merged_rollouts", "check_frozen", "resume",
+                "overwrite")
+
+
+def trl_settings(train: Mapping[str, Any]) -> dict[str, Any]:
+    """The `train` group's GRPOConfig fields, as plain values; ValueError naming a key that
+    is neither a GRPOConfig field nor in PROJECT_KEYS (checked before anything loads)."""
+    import dataclasses
+
+    from omegaconf import DictConfig, OmegaConf
+    from trl import GRPOConfig
+
+    given = OmegaConf.to_container(train, resolve=True) if isinstance(train, DictConfig) \
+        else dict(train)
+    passed = {k: v for k, v in given.items() if k not in PROJECT_KEYS}
+    unknown = sorted(set(passed) - {f.name for f in dataclasses.fields(GRPOConfig)})
+    if unknown:
+        raise ValueError(f"train.{unknown[0]}: neither a trl.GRPOConfig field nor one of this "
+                         f"project's train settings ({', '.join(PROJECT_KEYS)})")
+    return passed
+
+
 def grpo_config(train: Mapping[str, Any], *, output_dir: str, seed: int, device: str,
                 report_to: list[str], world_size: int = 1, enable_thinking: bool | None = None):
     """A trl.GRPOConfig from the `train` config group (conf/train/*.yaml) and the model's
     chat mode (model.enable_thinking: TRL renders every rollout prompt with it, as the
-    evaluation does; it also picks train.max_completion_length when that is per mode)."""
+    evaluation does; it also picks train.max_completion_length when that is per mode).
+
+    Every key that is not in PROJECT_KEYS goes to GRPOConfig as it is; a key GRPOConfig does
+    not have is refused, naming it. What the project derives (batch split, chat mode, seed,
+    CPU flags, output folder) is set here and cannot be overridden from the config."""
     from trl import GRPOConfig
 
     from geora.models import chat_template_kwargs, for_chat_mode
@@ -62,47 +91,17 @@ def grpo_config(train: Mapping[str, Any], *, output_dir: str, seed: int, device:
     on_cpu = str(device) == "cpu"
     if on_cpu and train.get("bf16"):
         raise ValueError("train.bf16=true on device=cpu: TRL's bf16 path fails on CPU; set train.bf16=false")
-    kwargs = dict(
-        output_dir=output_dir,
-        seed=seed, data_seed=seed,
-        max_steps=int(train["max_steps"]),
-        learning_rate=float(train["learning_rate"]),
-        lr_scheduler_type=str(train["lr_scheduler_type"]),
-        warmup_steps=int(train.get("warmup_steps", 0)),
-        weight_decay=float(train.get("weight_decay", 0.0)),
-        max_grad_norm=float(train["max_grad_norm"]),
-        num_generations=int(train["num_generations"]),
+    passed = trl_settings(train)
+    derived = dict(
+        output_dir=output_dir, seed=seed, data_seed=seed,
         per_device_train_batch_size=per_device_batch(train, world_size),
-        gradient_accumulation_steps=int(train["gradient_accumulation_steps"]),
         max_completion_length=int(for_chat_mode(train["max_completion_length"], enable_thinking,
                                                 "train.max_completion_length")),
         chat_template_kwargs=chat_template_kwargs({"enable_thinking": enable_thinking}) or None,
-        temperature=float(train["temperature"]),
-        top_p=float(train.get("top_p", 1.0)),
-        beta=float(train["beta"]),
-        loss_type=str(train["loss_type"]),
-        epsilon=float(train["epsilon"]),
-        # null: = epsilon, TRL's default (docs/protocol.md lists every GRPO setting)
-        epsilon_high=None if train.get("epsilon_high") is None else float(train["epsilon_high"]),
-        mask_truncated_completions=bool(train.get("mask_truncated_completions", False)),
-        vllm_importance_sampling_correction=bool(
-            train.get("vllm_importance_sampling_correction", True)),
-        scale_rewards=str(train["scale_rewards"]),
-        num_iterations=int(train["num_iterations"]),
-        reward_weights=list(train["reward_weights"]) if train.get("reward_weights") else None,
-        save_strategy="steps", save_steps=int(train["save_steps"]),
-        save_total_limit=train.get("save_total_limit"),
-        logging_steps=int(train["logging_steps"]),
-        report_to=list(report_to) or "none",
-        use_cpu=on_cpu, bf16=bool(train.get("bf16", False)),
-        dataloader_pin_memory=not on_cpu,
-        gradient_checkpointing=bool(train.get("gradient_checkpointing", False)),
-        use_vllm=bool(train.get("use_vllm", False)),
-        disable_tqdm=False,
+        report_to=list(report_to) or "none", save_strategy="steps",
+        use_cpu=on_cpu, dataloader_pin_memory=not on_cpu, disable_tqdm=False,
     )
-    if kwargs["use_vllm"]:
-        kwargs["vllm_mode"] = str(train["vllm_mode"])
-    return GRPOConfig(**kwargs)
+    return GRPOConfig(**{**passed, **derived})
 
 
 class StepStats(TrainerCallback):
