@@ -265,21 +265,6 @@ def load(run: Run) -> None:
     run.model, run.tokenizer = load_model(cfg.model, device=run.device, dtype=load_dtype(cfg))
 
 
-def check_prompts(run: Run) -> None:
-    """Every training prompt, rendered as TRL renders it, leaves room for its completion in
-    the model's context (geora.training.preflight), checked before anything is trained."""
-    from geora.models import chat_template_kwargs, for_chat_mode
-    from geora.training.preflight import check_prompt_lengths
-
-    thinking = run.cfg.model.get("enable_thinking")
-    completion = for_chat_mode(run.cfg.train.max_completion_length, thinking,
-                               "train.max_completion_length")
-    check_prompt_lengths(run.train_data["prompt"], run.tokenizer,
-                         getattr(run.model.config, "max_position_embeddings", None),
-                         int(completion), chat_template_kwargs({"enable_thinking": thinking}),
-                         f"data {run.cfg.data.name!r}")
-
-
 def evaluate(run: Run, name: str) -> dict[str, float]:
     """Score the model on cfg.eval into evals/<name> (nothing when eval has no tasks)."""
     if not run.cfg.eval.get("tasks"):
@@ -452,13 +437,15 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
 
 
 def _train(run: Run) -> dict:
+    from geora.training.preflight import check_training_prompts
+
     cfg = run.cfg
     load(run)
     if not trains(cfg):
         return evaluate_base(run)
+    check_training_prompts(cfg, run.model, run.tokenizer, run.train_data)  # before any step
     # Under `accelerate launch` every process runs this function; only the main one
     # evaluates and writes the run's files (the Trainer itself saves checkpoints once).
-    check_prompts(run)
     evaluate_before(run)
     prepare(run)
     train_record = grpo(run)
