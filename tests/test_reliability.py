@@ -181,6 +181,12 @@ def test_a_finished_record_survives_a_typo_and_a_late_failure_blocks_nothing(tmp
     assert (run_dir / "results.json").read_bytes() == record
     assert not (run_dir / "failure.json").exists()
 
+    import importlib.util
+    if importlib.util.find_spec("vllm") is None:        # found at the start, nothing written
+        with pytest.raises(ValueError, match="train.use_vllm=true needs vLLM"):
+            pipeline.train(_config("train.use_vllm=true"), tmp_path / "vllm")
+        assert not (tmp_path / "vllm" / "config.yaml").exists()
+
     # a bad value found after loading in a new folder is recorded ...
     other = tmp_path / "other"
     with pytest.raises(ValueError, match="rank=4096"):
