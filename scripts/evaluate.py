@@ -164,13 +164,18 @@ def main(cfg: DictConfig) -> None:
     from geora.models import HubUnavailableError
     from geora.training.rundir import RunBusyError
 
+    from geora.training.checks import check_added_keys
+
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
+    try:   # (a misspelt `+eval.limt=2` would otherwise be ignored)
+        check_added_keys(list(HydraConfig.get().overrides.task), Path(__file__).parents[1] / "conf")
         scores = evaluate(cfg, out_dir)
     except (CodeExecutionRefused, DatasetUnavailableError, HubUnavailableError, RunBusyError,
             FileNotFoundError, ValueError) as e:  # explained in one line: no traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    with open_dict(cfg):   # (read by evaluate, not an evaluation setting)
+        cfg.eval.pop("overwrite", None)
     run = run_folder(cfg)
     where = run.evaluation(evaluation_name(cfg)) if run is not None else out_dir
     print(f"== {cfg.eval.name} on {cfg.model.name if run is None else cfg.run_dir} ==")
