@@ -222,7 +222,7 @@ def test_run_folder_export_matches_the_live_model(tmp_path):
     small = ["eval.tasks=[micro_sort]", "eval.limit=3", "eval.max_gen_toks=6"]
 
     scores = script.evaluate(_compose(small + [f"run_dir={run_dir}"]), tmp_path / "unused")
-    from_export = _completions(run_dir / "evals" / "micro")
+    from_export = _completions(run_dir / "evals" / "micro-limit3")   # (limited: beside)
     eval_cfg = _compose(small).eval
     assert evaluate_in_memory(peft_model, tok, eval_cfg, tmp_path / "live") == scores
     assert _completions(tmp_path / "live") == from_export
@@ -301,7 +301,7 @@ def test_base_record_scores_its_untrained_model(tmp_path):
     run.write_results({"status": "finished", "method": BASE_METHOD, "model": "tiny", "train": None,
                        "eval": {}, "adapter": None, "export": None})
     scores = script.evaluate(_compose(small + [f"run_dir={run.path}"]), tmp_path / "unused")
-    assert run.later_evaluations() == {"micro": scores}
+    assert run.later_evaluations() == {"micro-limit3": scores}   # limited: its own folder
     script.evaluate(_compose(small + [f"model.local_path={base_dir}", "model.bundled=null"]),
                     tmp_path / "plain")
-    assert _completions(run.evaluation("micro")) == _completions(tmp_path / "plain")
+    assert _completions(run.evaluation("micro-limit3")) == _completions(tmp_path / "plain")
