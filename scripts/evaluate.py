@@ -100,13 +100,12 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, float]:
     from geora.evaluation import EvalSettings, build_specs
     from geora.models import resolve_device
 
-    cfg = copy.deepcopy(cfg)
-    with open_dict(cfg):   # an instruction to this script, not an evaluation setting
-        overwrite = bool(cfg.eval.pop("overwrite", False))
+    overwrite = bool(cfg.eval.get("overwrite", False))
     run = run_folder(cfg)
     if run is not None:   # the run's own model replaces `model`, also where eval reads it
         model_cfg, export, adapter = _run_target(run)
-        with open_dict(cfg):   # (eval.enable_thinking interpolates model.enable_thinking)
+        cfg = copy.deepcopy(cfg)   # (eval.enable_thinking interpolates model.enable_thinking)
+        with open_dict(cfg):
             cfg.model = model_cfg
     # Bad settings, refused code execution and missing data fail here, before any loading.
     settings = EvalSettings.from_config(cfg.eval)
@@ -174,8 +173,6 @@ def main(cfg: DictConfig) -> None:
             FileNotFoundError, ValueError) as e:  # explained in one line: no traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    with open_dict(cfg):   # (read by evaluate, not an evaluation setting)
-        cfg.eval.pop("overwrite", None)
     run = run_folder(cfg)
     where = run.evaluation(evaluation_name(cfg)) if run is not None else out_dir
     print(f"== {cfg.eval.name} on {cfg.model.name if run is None else cfg.run_dir} ==")

@@ -82,6 +82,9 @@ class EvalSettings:
         if isinstance(cfg, EvalSettings):
             return cfg
         raw = dict(cfg.items()) if hasattr(cfg, "items") else dict(cfg)
+        # eval.overwrite (conf/evaluate.yaml) tells scripts/evaluate.py whether it may replace
+        # an evaluation of other settings; it changes nothing that is scored
+        raw.pop("overwrite", None)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
