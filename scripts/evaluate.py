@@ -102,13 +102,12 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, float]:
     from geora.evaluation import EvalSettings, build_specs
     from geora.models import resolve_device
 
-    cfg = copy.deepcopy(cfg)
-    with open_dict(cfg):   # an instruction to this script, not an evaluation setting
-        overwrite = bool(cfg.eval.pop("overwrite", False))
+    overwrite = bool(cfg.eval.get("overwrite", False))
     run = run_folder(cfg)
     if run is not None:   # the run's own model replaces `model`, also where eval reads it
         model_cfg, export, adapter = _run_target(run)
-        with open_dict(cfg):   # (eval.enable_thinking interpolates model.enable_thinking)
+        cfg = copy.deepcopy(cfg)   # (eval.enable_thinking interpolates model.enable_thinking)
+        with open_dict(cfg):
             cfg.model = model_cfg
     # Bad settings, refused code execution and missing data fail here, before any loading.
     settings = EvalSettings.from_config(cfg.eval)
@@ -168,8 +167,11 @@ def main(cfg: DictConfig) -> None:
     from geora.models import HubUnavailableError
     from geora.training.rundir import RunBusyError
 
+    from geora.training.checks import check_added_keys
+
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
+    try:   # (a misspelt `+eval.limt=2` would otherwise be ignored)
+        check_added_keys(list(HydraConfig.get().overrides.task), Path(__file__).parents[1] / "conf")
         scores = evaluate(cfg, out_dir)
     except (CodeExecutionRefused, DatasetUnavailableError, HubUnavailableError, RunBusyError,
             FileNotFoundError, ValueError) as e:  # explained in one line: no traceback

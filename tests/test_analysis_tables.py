@@ -167,7 +167,7 @@ def test_a_run_of_another_learning_rate_is_not_averaged_with_the_default(tmp_pat
     table = build_table("main", collect_runs(tmp_path))
     assert cell(table, "PiSSA [lr=0.0001]", "AIME24")["text"] == "11.00 ± 12.71 (n=2)"
     assert cell(table, "PiSSA [lr=0.0005]", "AIME24")["text"] == "30.00 (n=1)"
-    assert cell(table, "GeoRA [eval.limit=2]", "AIME24")["text"] == "20.00 (n=1)"
+    assert cell(table, "GeoRA [eval.limit=2]", "AIME24")["text"] == "20.00 (n=1) [limit 2]"  # marked
     assert cell(table, "GeoRA [eval.limit=None]", "AIME24")["text"] == "40.00 (n=1)"
     assert not (table.frame()["value"] == pytest.approx(52 / 3)).any()
     assert any("PiSSA runs differ in settings" in n for n in table.notes)
@@ -186,7 +186,7 @@ def test_later_evaluations_fill_columns_and_their_settings_split_runs(tmp_path):
     assert list(runs["eval.humaneval"]) == [80.0, 81.0, 82.0] and "evals.paper_ood.humaneval" in runs
     table = build_table("main", runs)
     assert cell(table, "GeoRA [evals.paper_ood.limit=None]", "HumanEval")["text"] == "80.50 ± 6.35 (n=2)"
-    assert cell(table, "GeoRA [evals.paper_ood.limit=50]", "HumanEval")["text"] == "82.00 (n=1)"
+    assert cell(table, "GeoRA [evals.paper_ood.limit=50]", "HumanEval")["text"] == "82.00 (n=1) [limit 50]"
 
 
 def test_variants_label_what_differs_and_ignore_what_does_not_matter():

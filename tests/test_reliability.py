@@ -181,6 +181,12 @@ def test_a_finished_record_survives_a_typo_and_a_late_failure_blocks_nothing(tmp
     assert (run_dir / "results.json").read_bytes() == record
     assert not (run_dir / "failure.json").exists()
 
+    import importlib.util
+    if importlib.util.find_spec("vllm") is None:        # found at the start, nothing written
+        with pytest.raises(ValueError, match="train.use_vllm=true needs vLLM"):
+            pipeline.train(_config("train.use_vllm=true"), tmp_path / "vllm")
+        assert not (tmp_path / "vllm" / "config.yaml").exists()
+
     # a bad value found after loading in a new folder is recorded ...
     other = tmp_path / "other"
     with pytest.raises(ValueError, match="rank=4096"):
@@ -253,7 +259,14 @@ def test_a_limited_or_other_evaluation_never_replaces_a_complete_one(tmp_path, t
 
     complete = evaluate()                                   # every item: evals/micro
     summary = (run.evaluation("micro") / "eval_results.json").read_bytes()
-    limited = evaluate("eval.limit=3")                      # beside it: evals/micro-limit3
+    script_run = subprocess.run(                           # the script itself, end to end
+        [sys.executable, str(ROOT / "scripts" / "evaluate.py"), "eval=micro", "eval.limit=3",
+         "eval.tasks=[micro_reverse]", "eval.max_gen_toks=2", f"run_dir={run.path}",
+         f"hydra.run.dir={tmp_path / 'unused'}"], cwd=tmp_path, env=env(), capture_output=True,
+        text=True, timeout=300)
+    assert script_run.returncode == 0, script_run.stderr[-3000:]
+    assert f"results: {run.evaluation('micro-limit3')}/eval_results.json" in script_run.stdout
+    limited = json.loads((run.evaluation("micro-limit3") / "eval_results.json").read_text())["scores"]
     assert (run.evaluation("micro") / "eval_results.json").read_bytes() == summary
     assert run.later_evaluations() == {"micro": complete, "micro-limit3": limited}
     with pytest.raises(ValueError, match=r"evals/micro holds an evaluation with other settings "

@@ -79,9 +79,6 @@ class EvalSettings:
     enable_thinking: bool | None = None   # Qwen3 chat templates; None = the template's default
     think_end_token: str | None = None    # e.g. "</think>": score only what follows it
     num_threads: int | None = None        # torch CPU threads during the evaluation; None = as is
-    # scripts/evaluate.py only: replace a run's evaluation made with other settings
-    # (conf/evaluate.yaml); the harness itself never reads it.
-    overwrite: bool = False
 
     def repeats_for(self, task: str) -> int | None:
         """The k of a sampled task: eval.repeats (for all, or this task's entry) or None
@@ -96,6 +93,9 @@ class EvalSettings:
         if isinstance(cfg, EvalSettings):
             return cfg
         raw = dict(cfg.items()) if hasattr(cfg, "items") else dict(cfg)
+        # eval.overwrite (conf/evaluate.yaml) tells scripts/evaluate.py whether it may replace
+        # an evaluation of other settings; it changes nothing that is scored
+        raw.pop("overwrite", None)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -144,8 +144,7 @@ class EvalSettings:
                    log_samples=bool(raw.get("log_samples", True)), seed=int(raw.get("seed", 0)),
                    enable_thinking=thinking,
                    think_end_token=raw.get("think_end_token"),
-                   num_threads=ints["num_threads"],
-                   overwrite=bool(raw.get("overwrite", False)))
+                   num_threads=ints["num_threads"])
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple)

@@ -201,6 +201,13 @@ def check(cfg: DictConfig) -> str:
     check_config(cfg)
     device = resolve_device(str(cfg.device))
     check_run_inputs(cfg, device)
+    if trains(cfg):   # vLLM installed when asked for (else found only when GRPO starts)
+        from geora.training.grpo import check_vllm
+
+        try:
+            check_vllm(cfg.train)
+        except RuntimeError as e:
+            raise ValueError(str(e)) from None
     model = cfg.model   # its files there (config.json), or cached, or the hub reachable
     if model.get("local_path") or model.get("bundled") or (
             not model.get("random_init") and not hub_reachable()):
@@ -272,21 +279,6 @@ def load(run: Run) -> None:
     threads = cpu_threads_for(run.model, cfg.get("cpu_threads"))
     if run.device == "cpu" and threads:
         torch.set_num_threads(threads)
-
-
-def check_prompts(run: Run) -> None:
-    """Every training prompt, rendered as TRL renders it, leaves room for its completion in
-    the model's context (geora.training.preflight), checked before anything is trained."""
-    from geora.models import chat_template_kwargs, for_chat_mode
-    from geora.training.preflight import check_prompt_lengths
-
-    thinking = run.cfg.model.get("enable_thinking")
-    completion = for_chat_mode(run.cfg.train.max_completion_length, thinking,
-                               "train.max_completion_length")
-    check_prompt_lengths(run.train_data["prompt"], run.tokenizer,
-                         getattr(run.model.config, "max_position_embeddings", None),
-                         int(completion), chat_template_kwargs({"enable_thinking": thinking}),
-                         f"data {run.cfg.data.name!r}")
 
 
 def evaluate(run: Run, name: str) -> dict[str, float]:
@@ -466,13 +458,15 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
 
 
 def _train(run: Run) -> dict:
+    from geora.training.preflight import check_training_prompts
+
     cfg = run.cfg
     load(run)
     if not trains(cfg):
         return evaluate_base(run)
+    check_training_prompts(cfg, run.model, run.tokenizer, run.train_data)  # before any step
     # Under `accelerate launch` every process runs this function; only the main one
     # evaluates and writes the run's files (the Trainer itself saves checkpoints once).
-    check_prompts(run)
     evaluate_before(run)
     prepare(run)
     train_record = grpo(run)

@@ -66,3 +66,17 @@ def check_prompt_lengths(prompts, tokenizer, context: int | None, max_completion
                 f"(model max_position_embeddings); drop or shorten such prompts, or lower "
                 f"train.max_completion_length")
     return longest
+
+
+def check_training_prompts(cfg, model, tokenizer, data) -> int:
+    """check_prompt_lengths for a run: its data's prompts in the model's chat mode, against
+    the model's max_position_embeddings and train.max_completion_length."""
+    from geora.models import chat_template_kwargs, for_chat_mode
+
+    thinking = cfg.model.get("enable_thinking")
+    completion = for_chat_mode(cfg.train.max_completion_length, thinking,
+                               "train.max_completion_length")
+    return check_prompt_lengths(data["prompt"], tokenizer,
+                                getattr(model.config, "max_position_embeddings", None),
+                                int(completion), chat_template_kwargs({"enable_thinking": thinking}),
+                                f"data {cfg.data.name!r}")
