@@ -37,11 +37,12 @@ KTH_SAMPLE_SEED = 0
 
 # svd="auto" (the default initialisation of GeoRA, PiSSA and SparseFT): the exact SVD up
 # to EXACT_MAX_DIM on the short side, the block Krylov SVD above. Below it LAPACK's full
-# SVD costs about what the Krylov iteration does at the depth M_spec needs (on real
-# weights 5-10 steps, whose basis then spans a good part of a 576-wide space), and it is
-# exact. Measured with one thread on the 2-core CPU at load ~11 (GeoRA init, exact time /
-# Krylov time): SmolLM2 192x576 0.85, 576x576 2.0, 1536x576 1.05; synthetic 1024x1024
-# 3.1-6.8, 1024x4096 7-16, 2048x2048 7.5-22 (flat - power-law spectrum).
+# SVD is exact and cheap (a 576-wide matrix: ~0.1-1 s), within a small factor of the
+# Krylov iteration at the depth M_spec needs (on real weights 3-10 steps). Measured with
+# one thread on the 2-core CPU at load 6-14 (exact time / Krylov time): SmolLM2 192x576
+# 0.73-0.85, 576x576 1.75-2.0, 1536x576 1.05-1.3, 576x1536 2.75; synthetic 1024x1024
+# 3.1-6.8, 1024x4096 7-16, 2048x2048 7.5-22 (flat - power-law spectrum); see
+# docs/init-fidelity.md.
 EXACT_MAX_DIM = 768
 SVD_CHOICES = ("auto", "randomized", "exact")
 

@@ -8,7 +8,8 @@ a few matrices needs neither transformers nor the whole model (one 576 x 1536 ma
 ~20 ms).
 
     from geora.realweights import smollm2_gguf, gguf_matrices
-    mats = gguf_matrices(smollm2_gguf(), layers=[0])   # {"model.layers.0.mlp.down_proj.weight": (576, 1536), ...}
+    mats = gguf_matrices(smollm2_gguf(), layers=[0])
+    # {"model.layers.0.mlp.down_proj.weight": fp32 (576, 1536), ...}: layer 0's 7 matrices
 
 What the matrices are: real pretrained geometry plus 4-bit quantisation noise (Q4_1: 16
 levels per block of 32 entries, so |W| has many ties). q and k rows are in llama.cpp's

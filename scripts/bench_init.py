@@ -40,9 +40,10 @@ Synthetic spectra (weights in fp32, seeded by --seed; the same for every run):
   V (n, k) the Q factors of seeded standard Gaussian matrices (orthonormal columns);
 - flat: W = 0.02 * G, G seeded standard Gaussian, whose top singular values lie within a
   few percent of each other: the hard case for randomized SVDs.
-Needs only torch (safetensors for --model, gguf for --real). The exact path costs minutes per large shape
-on a CPU: --exact-cache DIR keeps its results per weight, --skip-exact-above N skips it
-(and the accuracy columns, which need an exact SVD too) above N entries.
+Needs only torch (safetensors for --model, gguf for --real). The exact path costs minutes
+per large shape on a CPU: --exact-cache DIR keeps its results per weight (timings included:
+compare times only within a run without it), --skip-exact-above N skips it (and the
+accuracy columns, which need an exact SVD too) above N entries.
 """
 from __future__ import annotations
 
