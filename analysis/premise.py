@@ -267,6 +267,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("roots", nargs="+", type=Path, help="folders searched for run folders")
     p.add_argument("--out", type=Path, help="folder for the figures")
+    p.add_argument("--with-study", type=Path, metavar="JSON",
+                   help="also draw, over training, the runs of an analysis.premise_study file "
+                        "(premise_runs.json: records read from checkpoints)")
     p.add_argument("--cost", type=int, nargs="?", const=0, metavar="N",
                    help="print the geometry callback's cost of each run (at every N steps; "
                         "default: the run's own) instead of drawing")
@@ -292,8 +295,14 @@ def main(argv: list[str] | None = None) -> None:
             written += premise_per_part(frame, args.out / f"premise_{part[3:]}", part) or []
     except ValueError as e:
         print(f"skipped the premise figures: {e}")
-    written += geometry_over_training(geometry_series(runs), args.out / "geometry_over_training",
-                                      source_text(runs)) or []
+    series, source = geometry_series(runs), source_text(runs)
+    if args.with_study:
+        from analysis.premise_study import study_series
+
+        series.update({f"{k} (checkpoints)": v for k, v in
+                       study_series(json.loads(args.with_study.read_text())).items()})
+        source += f" | {args.with_study}"
+    written += geometry_over_training(series, args.out / "geometry_over_training", source) or []
     for path in written:
         print(f"wrote {path}")
 
