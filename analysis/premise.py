@@ -97,9 +97,10 @@ def _text(values, digits=3) -> tuple[str, dict]:
 
 
 def premise_table(frame: pd.DataFrame, name: str = "premise", title: str | None = None,
-                  keys=("model", "data", "method")) -> Table:
+                  keys=("model", "data", "method"), variant_ignore=()) -> Table:
     """Capture shares (left, right, reach, reach / chance) of every subspace, then the
-    concentration, per block of `keys` and settings variant; mean ± t-interval over seeds."""
+    concentration, per block of `keys` and settings variant (analysis.runs.variants, less
+    the keys matching `variant_ignore`); mean ± t-interval over seeds."""
     t = Table(name, title or "Where the unconstrained RLVR update goes (results.json "
               "['analysis']['premise'], overall, pooled by ||dW||²)", legend=[
         "ours = mean ± half-width of the 95% t-interval over seeds (n = seeds).",
@@ -111,7 +112,7 @@ def premise_table(frame: pd.DataFrame, name: str = "premise", title: str | None 
         "holding 90% of it; Gaussian: the same for an i.i.d. Gaussian matrix of each shape."])
     for block, sel in frame.groupby(list(keys), sort=True):
         block = ", ".join(f"{k}={v}" for k, v in zip(keys, block if isinstance(block, tuple) else (block,)))
-        for label, part in variants(sel) if "settings" in sel else [("", sel)]:
+        for label, part in variants(sel, variant_ignore) if "settings" in sel else [("", sel)]:
             head = f"{block} [{label}]" if label else block
             for sub in [s for s in SUBSPACES if f"{s}.reach" in part]:
                 row = LABELS.get(sub, sub)

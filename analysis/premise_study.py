@@ -185,8 +185,11 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     frame = final_frame(study, args.step)
+    # runs of different lengths meet at one step; the constant schedule makes a run's first
+    # N steps the same whatever its max_steps, and lr_scale only names the learning rate
     table = premise_table(frame, "premise", f"The micro premise study: FullFT's update at step "
-                          f"{int(frame['step'].iloc[0])}, the checkpoint every run has")
+                          f"{int(frame['step'].iloc[0])}, the checkpoint every run has",
+                          variant_ignore=("train.max_steps", "lr_scale"))
     source = f"source: {args.sweep} | " + ", ".join(
         f"lr={lr:g} n={n}" for lr, n in frame.groupby("lr").size().items())
     text = (render.markdown(table) + "\n## Over training (every kept checkpoint)\n\n" + over_training(study)
