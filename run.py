@@ -12,9 +12,11 @@ config.yaml, overrides.yaml, train_log.jsonl, checkpoints/, adapter/, export/, e
 evals/after/ and results.json (the layout: geora.training.rundir.RunFolder). Every numeric
 setting is checked before anything loads. Running the same command again resumes an
 interrupted run from its last checkpoint and refuses to overwrite a finished one
-(train.overwrite=true to start over). A job that fails writes failure.json and results.json
-(status "failed") into its folder and re-raises: Hydra's launcher still runs the sweep's
-other jobs, and the command exits non-zero.
+(train.overwrite=true to start over); a second process in a running folder stops at once,
+naming the first. Bad input stops before anything is written; a job that fails after its
+run started writes failure.json and results.json (status "failed") into its folder and
+re-raises: Hydra's launcher still runs the sweep's other jobs, and the command exits
+non-zero. A finished run's results.json is never replaced by a later command's failure.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from geora import resolvers
 
 log = logging.getLogger("geora")
 # conf/hydra/launcher/*.yaml share their names with the launchers' registered schemas, which
@@ -45,6 +49,7 @@ def job_dirname(overrides: str, limit: int = 100) -> str:
 
 
 OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
+resolvers.register()   # the configs' own (model=hf: folder_name)
 
 
 class RunError(RuntimeError):
@@ -76,32 +81,35 @@ def summary(res: dict) -> str:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from pathlib import Path
+
     from geora.execution import CodeExecutionRefused
     from geora.models import HubUnavailableError
-    from geora.training.pipeline import record_failure, train
-    from geora.training.rundir import RunExistsError
+    from geora.training.checks import check_added_keys
+    from geora.training.pipeline import train
+    from geora.training.rundir import RunBusyError, RunExistsError
 
     hc = HydraConfig.get()
     run_dir = hc.runtime.output_dir
 
     def explained(e: Exception):
-        # Bad input / unreachable hub / finished run: one clear line, no traceback. A single
-        # run exits at once; in a sweep the exception lets Hydra go on with the other jobs.
+        # Bad input / unreachable hub / finished or busy run: one clear line, no traceback. A
+        # single run exits at once; in a sweep the exception lets Hydra go on with the others.
         if hc.mode == RunMode.RUN:
             sys.exit(f"error: {type(e).__name__}: {e}")
         log.error(f"{type(e).__name__}: {e}")
         return RunError(f"{type(e).__name__}: {e}")
 
+    # train() records a failure in the folder once its run claimed it (failure.json), and
+    # writes nothing for one found before (bad input, a finished or busy folder).
     try:
+        check_added_keys(list(hc.overrides.task), Path(__file__).resolve().parent / "conf")
         res = train(cfg, run_dir, overrides=list(hc.overrides.task))
-    except RunExistsError as e:  # the folder belongs to another (finished) run: leave it alone
+    except (RunExistsError, RunBusyError, HubUnavailableError, CodeExecutionRefused,
+            FileNotFoundError, ValueError) as e:
         raise explained(e) from None
-    except (HubUnavailableError, CodeExecutionRefused, FileNotFoundError, ValueError) as e:
-        record_failure(run_dir, cfg, e)
-        raise explained(e) from None
-    except Exception as e:
-        record_failure(run_dir, cfg, e)
-        log.exception(f"run failed; recorded in {run_dir}/failure.json")
+    except Exception:
+        log.exception(f"run failed; if it started, recorded in {run_dir}/failure.json")
         raise
     if "train" not in res:  # a non-main process of a multi-GPU run
         return None

@@ -31,6 +31,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.stats import mean_interval  # noqa: E402
+from analysis.runs import finished  # noqa: E402
+from geora.persistence import STATS_FILE  # noqa: E402
+from geora.training.rundir import RunFolder  # noqa: E402
 from analysis.tables import collect_runs  # noqa: E402
 
 HYPER = ("lr", "rank", "rho")
@@ -45,10 +48,6 @@ def smooth(values: list[float], window: int) -> np.ndarray:
     n = np.arange(1, len(x) + 1)
     lo = np.maximum(0, n - window)
     return (c[n] - c[lo]) / (n - lo)
-
-
-def finished(runs: pd.DataFrame) -> pd.DataFrame:
-    return runs[runs["status"] == "finished"] if "status" in runs else runs
 
 
 def groups(runs: pd.DataFrame, split: tuple[str, ...] = HYPER):
@@ -84,8 +83,8 @@ def analysis_of(row: pd.Series) -> dict | None:
     if isinstance(value, dict):
         return value
     run_dir = row.get("run_dir")
-    if isinstance(run_dir, str) and (Path(run_dir) / "results.json").is_file():
-        return _read_results(str(Path(run_dir) / "results.json")).get("analysis")
+    if isinstance(run_dir, str) and RunFolder(run_dir).results.is_file():
+        return _read_results(str(RunFolder(run_dir).results)).get("analysis")
     return None
 
 
@@ -115,6 +114,23 @@ def _save(fig, out: Path, source: str) -> list[Path]:
 
 def _skip(name: str, why: str) -> None:
     print(f"skipped {name}: {why}")
+
+
+# Every figure `python -m analysis.figures` makes: name -> make(runs, out, options) returning
+# the files written, or None after printing why the runs lack its data. A new figure is one
+# function with the @figure decorator; the CLI and the tests iterate this registry.
+FIGURES: dict = {}
+
+
+def figure(name: str):
+    """Register `make(runs, out, options)` as the figure `name` (options: the CLI's
+    window, reading, score)."""
+    def register(make):
+        if name in FIGURES:
+            raise ValueError(f"figure {name!r} registered twice")
+        FIGURES[name] = make
+        return make
+    return register
 
 
 # ------------------------------------------------------------------- analysis figures
@@ -179,7 +195,7 @@ def nss_per_layer(runs: pd.DataFrame, out: Path) -> list[Path] | None:
 def mask_overlap(mask_stats: dict | None, out: Path, source: str = "") -> list[Path] | None:
     """Jaccard and intersection of M_spec and M_euc per layer x module type, with the
     aggregates over each row and column (summed counts), from a mask_stats.json dict."""
-    from analysis.summary import layer_index, module_type, type_sort_key
+    from geora.geometry.summary import layer_index, module_type, type_sort_key
     from geora.linalg import stats_from_counts
 
     modules = (mask_stats or {}).get("modules") or {}
@@ -394,10 +410,52 @@ def eval_scores_figure(runs: pd.DataFrame, out: Path) -> list[Path] | None:
 def mask_stats_of(runs: pd.DataFrame) -> tuple[dict | None, str]:
     """The first finished run's adapter/mask_stats.json (masks depend on the model only)."""
     for _, row in finished(runs).iterrows():
-        path = Path(str(row.get("run_dir", ""))) / "adapter" / "mask_stats.json"
+        path = RunFolder(str(row.get("run_dir", ""))).adapter / STATS_FILE
         if path.is_file():
             return json.loads(path.read_text(encoding="utf-8")), f"source: {path}"
     return None, ""
+
+
+# ----------------------------------------------------------------- the registered set
+@figure("s_head_per_layer")
+def _s_head(runs, out, options):
+    return s_head_per_layer(runs, out, options.get("reading"))
+
+
+@figure("nss_per_layer")
+def _nss(runs, out, options):
+    return nss_per_layer(runs, out)
+
+
+@figure("mask_overlap")
+def _mask_overlap(runs, out, options):
+    stats, source = mask_stats_of(runs)
+    return mask_overlap(stats, out, source)
+
+
+@figure("reward_curves")
+def _reward_curves(runs, out, options):
+    return reward_curves_figure(runs, out, options.get("window", 10))
+
+
+@figure("lr_robustness")
+def _lr_robustness(runs, out, options):
+    return lr_robustness(runs, out, options.get("score"))
+
+
+@figure("rank_rho_heatmap")
+def _rank_rho(runs, out, options):
+    return rank_rho_heatmap(runs, out, options.get("score"))
+
+
+@figure("efficiency")
+def _efficiency(runs, out, options):
+    return efficiency(runs, out)
+
+
+@figure("eval_scores")
+def _eval_scores(runs, out, options):
+    return eval_scores_figure(runs, out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -411,17 +469,9 @@ def main(argv: list[str] | None = None) -> None:
     runs = collect_runs(*args.roots)
     if runs.empty:
         raise SystemExit(f"no results.json under {', '.join(map(str, args.roots))}")
-    stats, stats_src = mask_stats_of(runs)
-    jobs = {"s_head_per_layer": lambda o: s_head_per_layer(runs, o, args.reading),
-            "nss_per_layer": lambda o: nss_per_layer(runs, o),
-            "mask_overlap": lambda o: mask_overlap(stats, o, stats_src),
-            "reward_curves": lambda o: reward_curves_figure(runs, o, args.window),
-            "lr_robustness": lambda o: lr_robustness(runs, o, args.score),
-            "rank_rho_heatmap": lambda o: rank_rho_heatmap(runs, o, args.score),
-            "efficiency": lambda o: efficiency(runs, o),
-            "eval_scores": lambda o: eval_scores_figure(runs, o)}
-    for name, make in jobs.items():
-        for path in make(args.out / name) or []:
+    options = {"window": args.window, "reading": args.reading, "score": args.score}
+    for name, make in FIGURES.items():
+        for path in make(runs, args.out / name, options) or []:
             print(f"wrote {path}")
 
 

@@ -40,14 +40,19 @@ PAPER_METHODS = {"Base": BASE_METHOD, "FullFT": "fullft", "LoRA": "lora", "PiSSA
 PAPER_BENCHMARKS = {"AIME24": "aime24", "AIME25": "aime25", "MATH500": "math500",
                     "OlymMATH": "olymmath", "HumanEval": "humaneval", "MMLU": "mmlu",
                     "IFEval": "ifeval", "MedQA": "medqa", "MBPP": "mbpp"}
-PAPER_MODELS = {"Qwen3-8B": "qwen3_8b", "Qwen3-4B": "qwen3_4b"}
+# Either checkpoint of the paper's model (model.name: <size>_base under checkpoint=base, the
+# default, <size> under checkpoint=post); the two stay in separate blocks.
+PAPER_MODELS = {"Qwen3-8B": ("qwen3_8b_base", "qwen3_8b"), "Qwen3-4B": ("qwen3_4b_base", "qwen3_4b")}
 PAPER_DATA = {"DeepMath-103K": "deepmath_103k"}
 LABELS = {ours: paper for paper, ours in PAPER_METHODS.items()} | {"dora": "DoRA", "adalora": "AdaLoRA"}
 
 MAIN_METHODS = ("base", "fullft", "lora", "pissa", "milora", "sparseft", "geora")
 TRAINED_METHODS = MAIN_METHODS[1:]
 ABLATION_METHODS = ("geora", "geora_random_r", "geora_tail_r", "geora_wo_spec", "geora_wo_euc")
-LR_METHODS = ("fullft", "lora", "pissa", "milora", "geora")
+# The lr table's rows: always the adapters `paper_lr_qwen3_4b` sweeps (a "missing" line when
+# a block lacks one); FullFT only in a block that ran it (the micro lr study does).
+LR_METHODS = ("lora", "pissa", "milora", "geora")
+LR_IF_RUN = ("fullft",)
 MAIN_BENCHMARKS = ("AIME24", "AIME25", "MATH500", "OlymMATH", "HumanEval", "MMLU", "IFEval")
 # The paper's ablation Avg is the mean of these four (checked by `ablation_avg_check`).
 ABLATION_AVG = ("AIME24", "AIME25", "MATH500", "OlymMATH")
@@ -55,6 +60,12 @@ ABLATION_AVG = ("AIME24", "AIME25", "MATH500", "OlymMATH")
 DOMAINS = {"MedQA": ("medical RLVR", ("medqa",)),
            "MBPP": ("code RLVR", ("kodcode_light_rl_10k", "mbpp_train"))}
 REFERENCE = "geora"
+# The paper prints S_Head and NSS without a formula: its numbers beside ours compare values of
+# quantities that may differ, so they carry this mark and the legend says so.
+DAGGER = "†"
+UNKNOWN_DEFINITION = (f"{DAGGER} The paper gives no definition of S_Head or NSS (no formula, "
+                      "scope, k or averaging): its values are printed for reference, and agreement "
+                      "or disagreement with ours is not a result.")
 RESOLVED = ("Δ = method − GeoRA over the seeds both ran (mean, 95% percentile bootstrap "
             "interval, n); * = both the bootstrap and the paired-t interval exclude 0.")
 OURS = ("ours = mean ± half-width of the 95% t-interval over seeds (n = seeds; n=1: no interval); "
@@ -113,7 +124,10 @@ def _blocks(table: Table, runs: pd.DataFrame, metrics: list[str], keys=("model",
                 table.note(f"not shown: {_title(values)} ({len(sel)} runs, none with this table's scores)")
                 for _, r in failed(sel).iterrows():
                     table.note(f"failed run ({r.get('method')}, seed {r.get('seed')}): {r.get('run_dir')}")
-    chosen = [b for b in blocks if prefer and all(b[0].get(k) == v for k, v in prefer.items())]
+    def preferred(values: dict) -> bool:
+        return all(values.get(k) in (v if isinstance(v, tuple) else (v,)) for k, v in prefer.items())
+
+    chosen = [b for b in blocks if prefer and preferred(b[0])]
     if chosen and not any((only or {}).values()):
         for values, sel in blocks:
             if values not in [c[0] for c in chosen]:
@@ -121,6 +135,7 @@ def _blocks(table: Table, runs: pd.DataFrame, metrics: list[str], keys=("model",
         blocks = chosen
     if not blocks:
         empty = {k: (only or {}).get(k) or (prefer or {}).get(k, "none") for k in keys}
+        empty = {k: " or ".join(v) if isinstance(v, tuple) else v for k, v in empty.items()}
         table.note("no runs found for this table: every cell is missing")
         blocks = [(empty, runs.iloc[:0])]
     return blocks
@@ -256,7 +271,9 @@ def build_lr(runs: pd.DataFrame, model=None, data=None) -> Table:
         for title, metric, digits in metrics:
             cols = [Column(f"lr={lr:g}", metric, digits=digits, where=("lr", lr)) for lr in lrs] or \
                 [Column("lr=?", metric, digits=digits)]
-            method_rows(t, block=_title(values), section=title, groups=[Group(sel, cols)], methods=LR_METHODS,
+            ran = set(sel["method"]) if "method" in sel else set()
+            methods = tuple(m for m in LR_IF_RUN if m in ran) + LR_METHODS
+            method_rows(t, block=_title(values), section=title, groups=[Group(sel, cols)], methods=methods,
                         labels=LABELS, variant_ignore=("train.learning_rate",))
     return t
 
@@ -302,7 +319,7 @@ def with_mask_stats(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _analysis_columns(runs: pd.DataFrame) -> tuple[str, list, dict[str, list[Column]]]:
     """The default S_Head reading, the k of the runs, and the columns of each section."""
-    from analysis import metrics as m     # torch; only this table needs it
+    from geora.geometry import metrics as m     # torch; only this table needs it
 
     readings = next((list(r) for r in runs.get("analysis.readings", pd.Series(dtype=object))
                      if isinstance(r, list)), list(m.S_HEAD_READINGS))
@@ -333,12 +350,13 @@ def build_analysis(runs: pd.DataFrame, model=None, data=None) -> Table:
         OURS, f"S_Head: share of the update in W0's top-k singular subspace (k = "
         f"{', '.join(f'{k:g}' for k in ks) or '?'}), default reading {default!r}; chance line: its "
         "value for a random update of the same shapes.",
-        "The paper's NSS does not name its scope: it is shown under each. Its S_Head is read as the "
-        "default reading.",
+        f"{UNKNOWN_DEFINITION} The paper's NSS does not name its scope: it is shown under each of "
+        "ours. Its S_Head is shown on the default reading's line.",
         "Masks: fractions of entries (adapter/mask_stats.json); 'updated in': share of the updated "
         "entries inside the mask, chance = the mask's share of entries."])
     paper = paper_cells("analysis", lambda r: ("≤ " if r["benchmark"].endswith("_max") else "") + r["score"])
     paper = {(method, "S_Head" if b == "S_Head_max" else b): v for (method, b), v in paper.items()}
+    paper = {key: f"{v} {DAGGER}" if key[1] in ("S_Head", "NSS") else v for key, v in paper.items()}
     prefer = {"model": PAPER_MODELS["Qwen3-8B"], "data": PAPER_DATA["DeepMath-103K"]}
     metrics = [c.metric for cols in sections.values() for c in cols]
     for values, sel in _blocks(t, runs, metrics, prefer=prefer, only={"model": model, "data": data}):

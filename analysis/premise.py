@@ -1,4 +1,4 @@
-"""The paper's premise from run folders: the table, the figures (geora/premise.py measures).
+"""The paper's premise from run folders: the table, the figures (geora/geometry/premise.py measures).
 
     python -m analysis.tables DIR --table premise        # capture shares with chance levels
     python -m analysis.premise DIR --out figures/        # the figures below, from run folders
@@ -29,7 +29,7 @@ from analysis.tablekit import Table, interval_text
 from geora.training.rundir import read_json
 
 FULL_UPDATE_METHODS = ("fullft", "sparseft")
-# Subspaces in the order the table shows them (geora.premise.SUBSPACES; no torch import here).
+# Subspaces in the order the table shows them (geora.geometry.premise.SUBSPACES; no torch import here).
 SUBSPACES = ("geora", "geora_random_r", "geora_tail_r", "geora_wo_spec", "geora_wo_euc",
              "pissa", "milora", "lora", "random")
 LABELS = {"geora": "GeoRA (B0, A0)", "geora_random_r": "Random-r Init", "geora_tail_r": "Tail-r Init",

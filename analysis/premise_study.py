@@ -6,7 +6,7 @@
 For every finished full-update run under the sweep and every checkpoint it kept
 (checkpoints/checkpoint-N/model.safetensors), the update dW = W_N - W0 of each target matrix
 is measured exactly as a run measures it: the geometry record of geora.training.geometry
-(S_Head, ||dW||/||W0||, capture by each initial subspace) and geora.premise's section
+(S_Head, ||dW||/||W0||, capture by each initial subspace) and geora.geometry.premise's section
 (concentration, capture by layer and module type). W0 is the run's own model, loaded from
 its config.yaml; the runs of a sweep that share it share the initial subspaces, built once.
 This reads runs that were trained without analysis.track_every, at the checkpoints' cadence.
@@ -69,7 +69,7 @@ class UpdateReader:
         import torch
         from safetensors.torch import load_file
 
-        from geora.premise import premise_summary
+        from geora.geometry.premise import premise_summary
         from geora.training.weight_analysis import update_items
 
         state = load_file(str(weights))

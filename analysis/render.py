@@ -46,6 +46,18 @@ def _heading(block: str, section: str) -> str:
     return " · ".join(x for x in (block, section) if x)
 
 
+def frame_markdown(df) -> str:
+    """A pandas DataFrame as a GitHub Markdown table (no extra dependency)."""
+    import pandas as pd
+
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join("" if pd.isna(v) else f"{v:g}" if isinstance(v, float)
+                                       else str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
 def markdown(table: Table) -> str:
     out = [f"## {table.name}: {table.title}", ""]
     for block, section, columns, rows in layout(table):

@@ -11,6 +11,8 @@ place that knows the layout) and returns one row per run with the columns
                                per-layer, per-type and per-module parts stay in the file),
     lr, rank, rho             (train.learning_rate, method.rank, method.rho of config.yaml),
     device                    (env.device: type, name, count),
+    limits                    ({column: N} for every score column of the run read from a
+                               limited evaluation, eval.limit=N: the tables mark them),
     settings, settings_id     (every setting that tells runs apart, see below),
     run_dir.
 
@@ -147,10 +149,25 @@ def collect_runs(*roots: str | Path) -> pd.DataFrame:
             row[name] = settings.get(".".join(keys))
         if row.get("data") is None and settings.get("data.name") is not None:
             row["data"] = settings["data.name"]          # failed runs record no data
-        for name, scores in run.later_evaluations().items():
-            for task, score in scores.items():
+        limits = {}
+        if settings.get("eval.limit") is not None:   # training's own evaluations
+            limits.update({f"{part}.{task}": settings["eval.limit"]
+                           for part in ("eval", "eval_before")
+                           for task in (results.get(part) or {})})
+        later = run.later_evaluations()
+        # complete evaluations first: a limited one fills eval.<task> only for a task no
+        # complete one scored
+        for name in sorted(later, key=lambda n: (settings.get(f"evals.{n}.limit") is not None, n)):
+            limit = settings.get(f"evals.{name}.limit")
+            for task, score in later[name].items():
                 row[f"evals.{name}.{task}"] = score
-                row.setdefault(f"eval.{task}", score)   # a task training did not score
+                if f"eval.{task}" not in row:           # a task training did not score
+                    row[f"eval.{task}"] = score
+                    if limit is not None:
+                        limits[f"eval.{task}"] = limit
+                if limit is not None:
+                    limits[f"evals.{name}.{task}"] = limit
+        row["limits"] = limits
         row["device"] = _device(results.get("env"))
         row["settings"] = settings
         row["settings_id"] = settings_id(settings)

@@ -34,7 +34,10 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from analysis.stats import format_interval, mean_interval, paired_table
+from analysis.render import frame_markdown as markdown
+from analysis.runs import finished
 from analysis.tables import collect_runs
+from geora.evaluation.harness import SUMMARY_FILE
 from geora.training.rundir import RunFolder
 
 MATH_SCORES = ("eval.micro_math_1k", "eval.micro_math", "eval.math500")
@@ -101,24 +104,13 @@ def paired_to(runs: pd.DataFrame, metric: str, reference: str = "geora",
               by: tuple[str, ...] = ("lr_scale",), digits: int = 1) -> pd.DataFrame:
     """Each method's paired difference to `reference` on `metric` over the seeds both ran,
     at the same learning-rate multiple (analysis.stats.paired_table)."""
-    done = runs[runs["status"] == "finished"] if "status" in runs else runs
-    return paired_table(done, metric, reference=reference, by=by, digits=digits)
+    return paired_table(finished(runs), metric, reference=reference, by=by, digits=digits)
 
 
 def base_scores(sweep: str | Path) -> dict[str, float] | None:
     """The untrained model's scores recorded once for the sweep (<sweep>/base/), or None."""
-    path = Path(sweep) / BASE_FOLDER / "eval_results.json"
+    path = Path(sweep) / BASE_FOLDER / SUMMARY_FILE   # scripts/evaluate.py's output folder
     return json.loads(path.read_text(encoding="utf-8"))["scores"] if path.is_file() else None
-
-
-def markdown(df: pd.DataFrame) -> str:
-    """A DataFrame as a GitHub Markdown table (no extra dependency)."""
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in df.iterrows():
-        lines.append("| " + " | ".join("" if pd.isna(v) else f"{v:g}" if isinstance(v, float)
-                                       else str(v) for v in row) + " |")
-    return "\n".join(lines)
 
 
 def figures(runs: pd.DataFrame, out: Path, score: str | None, default_scale: float = 1.0) -> list[Path]:

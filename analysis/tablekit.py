@@ -238,7 +238,8 @@ def method_rows(table: Table, *, block: str, section: str, groups: Sequence[Grou
             for lab, part in parts[m] or [("", runs.iloc[:0])]:      # no runs: a "missing" line
                 cells = rows.setdefault((m, lab), {})
                 for col in group.columns:
-                    cells[col.label] = _cells(col, m, part, parts, reference)
+                    cells[col.label] = _mark_limited(table, col, _where(part, col),
+                                                     _cells(col, m, part, parts, reference))
     lines = {"ours": "ours", "chance": "chance", "delta": f"Δ vs {labels.get(reference, reference)}"}
     for m in order:
         name = labels.get(m, m)
@@ -257,9 +258,27 @@ def method_rows(table: Table, *, block: str, section: str, groups: Sequence[Grou
                               method=m, variant=lab, **nums)
 
 
+LIMITED_NOTE = ("[limit N]: scored on the first N items of each task (eval.limit), not the "
+                "whole benchmark")
+
+
+def _mark_limited(table: Table, col: Column, part: pd.DataFrame, cells: dict) -> dict:
+    """Mark the `ours` text of a column read from limited evaluations ("[limit N]",
+    analysis.runs' `limits` column), with a note saying what it means."""
+    if "limits" not in part or "ours" not in cells:
+        return cells
+    limits = sorted({lim[col.metric] for lim in part["limits"]
+                     if isinstance(lim, dict) and lim.get(col.metric) is not None})
+    if not limits:
+        return cells
+    text, nums = cells["ours"]
+    table.note(LIMITED_NOTE)
+    return {**cells, "ours": (f"{text} [limit {', '.join(map(str, limits))}]", nums)}
+
+
 def _float(text) -> float | None:
     try:
-        return float(str(text).lstrip("≤<>~ "))
+        return float(str(text).lstrip("≤<>~ ").rstrip(" †"))   # † marks an unknown definition
     except (TypeError, ValueError):
         return None
 

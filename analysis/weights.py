@@ -6,7 +6,7 @@ loads the run's base model (from its resolved config), applies the saved adapter
 `geora.load_adapter`, reads each target matrix's exact update (geora.weight_updates: W0
 and dW in fp32 from the method's own factors or deltas, never a 16-bit merge) and writes
 one row per matrix into the run folder's analysis/ (geora.training.rundir.RunFolder). The
-maths is in analysis.metrics; this module only pairs weights up and tabulates.
+maths is in geora.geometry.metrics; this module only pairs weights up and tabulates.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Iterable, Mapping
 import pandas as pd
 import torch
 
-from analysis import metrics
+from geora.geometry import metrics
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

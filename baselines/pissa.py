@@ -18,7 +18,7 @@ from geora.init import GeoraFactors, factors_from_triplets, resolve_alpha
 
 
 def pissa_factors(weight: torch.Tensor, rank: int = 16, alpha: float | None = None, *,
-                  svd: str = "randomized", niter: int | None = None, seed: int = 0,
+                  svd: str = "auto", niter: int | None = None, seed: int = 0,
                   alpha_norm: str = "none", where: str = "weight") -> GeoraFactors:
     """B = U_r sqrt(S_r), A = sqrt(S_r) Vh_r of W (S_r / scaling with alpha_norm="peft"),
     residual = W - scaling * B A in W's dtype. weight (out, in)."""

@@ -34,7 +34,7 @@ SPARSEFT_MASKS = ("geora_union", "low_magnitude", "principal_complement", "ptn_u
 
 
 def sparseft_mask(weight: torch.Tensor, mask: str = "geora_union", *, rank: int = 16,
-                  rho: float = 0.2, svd: str = "randomized", niter: int | None = None,
+                  rho: float = 0.2, svd: str = "auto", niter: int | None = None,
                   seed: int = 0, where: str = "weight") -> torch.Tensor:
     """Bool (out, in): the entries of `weight` that train under the named mask."""
     if mask not in SPARSEFT_MASKS:

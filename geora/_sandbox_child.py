@@ -1,7 +1,7 @@
 """The child side of geora.execution: run one model-written program and report its tests.
 
-Started by geora.execution as `python -I -B _sandbox_child.py` in a fresh temporary
-directory (cwd, HOME and TMPDIR), with a scrubbed environment and its own session. It reads
+Started by geora.execution (program jobs) as `python -I -B _sandbox_child.py` in a fresh
+temporary directory (cwd, HOME and TMPDIR), with a scrubbed environment and its own session. It reads
 one JSON job from stdin, then, before any model-written code runs:
   1. points stdout/stderr at /dev/null (the report goes to a private copy of stdout);
   2. sets resource limits: address space, CPU seconds, file size, open files, core dumps,
@@ -9,16 +9,19 @@ one JSON job from stdin, then, before any model-written code runs:
   3. installs an audit hook (sys.addaudithook, which nothing can remove) that refuses
      writes, deletions, renames and directory changes outside the temporary directory,
      starting processes (fork, exec, spawn, system, subprocess), signalling other
-     processes, raising resource limits, network connections, and, through ctypes, loading
+     processes, raising resource limits, network connections, reading another process's
+     /proc or another job's folder, and, through ctypes, loading
      libraries from outside the Python installation or looking up any C function that is not
      part of Python's C API.
 Each test's outcome is reported as it finishes: a line `<nonce> <passed> <done> <total>`;
 the last line `<nonce> end` means the job ran to its end. This file uses only the standard
-library (and pytest for pytest-style tests); it is not imported by the package.
+library; it is not imported by the package. (Asserts and pytest jobs run split in two
+processes instead: _sandbox_rpc.py.)
 
-A best-effort guard against accidents and careless programs, NOT a security sandbox: code
-that reaches _posixsubprocess or raw syscalls, or tampers with this interpreter's internals,
-can get past it. Run untrusted code in a container or VM as well.
+The audit hook is a best-effort guard, not a security boundary: code that reaches
+_posixsubprocess, ctypes' dlsym, raw syscalls or dir_fd arguments can get past it. It is the
+inner layer under bubblewrap (geora/sandbox.py) and the only one in the "guard" fallback.
+The limits and the hook are shared with the split jobs' solution server (_sandbox_rpc.py).
 """
 import builtins
 import json
@@ -53,8 +56,10 @@ def set_limits(limits):
             resource.setrlimit(getattr(resource, "RLIMIT_" + name), (int(value), int(value)))
 
 
-def install_guard(root):
-    """The audit hook described in the module docstring, confined to `root`."""
+def install_guard(root, hidden=None):
+    """The audit hook described in the module docstring, confined to `root`; no path that
+    starts with `hidden` outside `root` (the job folders: this job's harness files, other
+    jobs' tests) may be read or listed, nor /proc of another process (environ, memory, fds)."""
     root = os.path.realpath(root)
     realpath, join, getcwd, fspath, readlink = (os.path.realpath, os.path.join, os.getcwd,
                                                 os.fspath, os.readlink)
@@ -73,6 +78,25 @@ def install_guard(root):
         full = realpath(join(base, path))
         return full == root or full.startswith(root + os.sep) or full == os.devnull
 
+    prefixes = tuple(realpath(p) + os.sep for p in {sys.prefix, sys.base_prefix})
+
+    def secret(path):
+        """Another process's /proc entry, or the job folder outside `root` (reads)."""
+        if isinstance(path, int):
+            return False
+        path = fspath(path)
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if path.startswith(prefixes):    # the interpreter's own files (imports): no realpath
+            return False
+        full = realpath(join(getcwd(), path))
+        if full.startswith("/proc/"):
+            pid = full.split("/")[2]
+            return pid.isdigit() and int(pid) != own_pid
+        if hidden and full.startswith(hidden):
+            return not (full == root or full.startswith(root + os.sep))
+        return False
+
     def refuse(event, detail=""):
         raise PermissionError(f"sandbox: {event} {detail}refused (outside {root})")
 
@@ -82,6 +106,11 @@ def install_guard(root):
             writing = (flags or 0) & WRITE_FLAGS or (mode and any(c in mode for c in "wax+"))
             if writing and not inside(path):
                 refuse(event, f"{path!r} for writing ")
+            if secret(path):
+                refuse(event, f"{path!r} ")
+        elif event in ("os.listdir", "os.scandir"):
+            if args and args[0] is not None and secret(args[0]):
+                refuse(event, f"{args[0]!r} ")
         elif event in PATH_EVENTS:
             positions, fd_at = PATH_EVENTS[event]
             dir_fd = args[fd_at] if fd_at is not None and fd_at < len(args) else None
@@ -143,44 +172,6 @@ def run_program(job, report):
     report.test(_run(job["program"], "program.py", {"__name__": "__main__", "__builtins__": builtins}))
 
 
-def run_asserts(job, report):
-    namespace = {"__name__": "__main__", "__builtins__": builtins}
-    ok = _run(job.get("setup", "") + "\n" + job["solution"], "solution.py", namespace)
-    for i, test in enumerate(job["tests"]):
-        report.test(ok and _run(test, f"test_{i}.py", namespace))
-
-
-def prepare_pytest(job, root):
-    for name, text in (("solution.py", job["solution"]), ("test_solution.py", job["test_file"]),
-                       ("pytest.ini", "[pytest]\n")):
-        with open(os.path.join(root, name), "w", encoding="utf-8") as f:
-            f.write(text)
-    sys.path.insert(0, root)
-    import pytest  # imported before the guard: its own imports only read files
-    return pytest
-
-
-def run_pytest(job, reporter, root, pytest):
-    class Tally:  # pytest calls hooks by argument name: `report` is pytest's TestReport
-        def pytest_runtest_logreport(self, report):
-            if report.skipped:
-                return
-            if report.when == "call" or (report.when == "setup" and report.failed):
-                reporter.test(report.passed)
-
-    args = [os.path.join(root, "test_solution.py"), "-q", "-p", "no:cacheprovider",
-            "-c", os.path.join(root, "pytest.ini"), "--rootdir", root,
-            f"--basetemp={os.path.join(root, 'pytest_tmp')}"]
-    try:
-        code = pytest.main(args, plugins=[Tally()])
-    except BaseException:  # noqa: BLE001 - model code escaped pytest (SystemExit at import):
-        return             # the tests not reported have failed
-    # INTERNAL_ERROR can come from model code (SystemExit at import); a broken runner shows
-    # in geora.execution.preflight, which must score a known-good program 1.
-    if int(code) == pytest.ExitCode.USAGE_ERROR:
-        raise RuntimeError("pytest rejected its arguments (USAGE_ERROR)")
-
-
 def main():
     job = json.loads(sys.stdin.read())
     nonce, root = job.pop("nonce"), os.getcwd()
@@ -189,22 +180,15 @@ def main():
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
     report = Reporter(report_fd, nonce, int(job.get("expected_tests") or 1))
-    mode = job["mode"]
     try:
         set_limits(job.get("limits") or {})
-        pytest = prepare_pytest(job, root) if mode == "pytest" else None
     except BaseException as e:  # noqa: BLE001 - a setup failure is the sandbox's, not the program's
         os.write(report_fd, f"{nonce} setup-error {json.dumps(repr(e)[:300])}\n".encode())
         os._exit(3)
     if job.get("guard", True):
-        install_guard(root)
+        install_guard(root, job.get("hidden"))
     try:
-        if mode == "program":
-            run_program(job, report)
-        elif mode == "asserts":
-            run_asserts(job, report)
-        else:
-            run_pytest(job, report, root, pytest)
+        run_program(job, report)
     except BaseException as e:  # noqa: BLE001 - the runner itself failed: model code's own
         # exceptions are caught test by test and never arrive here.
         os.write(report_fd, f"{nonce} runner-error {json.dumps(repr(e)[:300])}\n".encode())

@@ -1,33 +1,35 @@
-"""Run model-written Python against its tests in a guarded subprocess: the one code runner of
-the code reward (training) and the HumanEval/MBPP metrics (evaluation).
+"""Run model-written Python against its tests: the one code runner of the code reward
+(training) and the HumanEval/MBPP metrics (evaluation). Fit to be an RL reward, where a policy
+is optimised to find holes: see docs/code-sandbox.md for the threat model and its tests.
 
 Written here because lm-eval's code metric (`evaluate.load("code_eval")`) is fetched from the
-hub at import time, and TRL ships no code-execution reward. Each job runs in a fresh Python
-process (geora/_sandbox_child.py) with:
-- a wall-clock limit (the whole process group is killed when it runs out) and a CPU limit;
-- an address-space limit (RLIMIT_AS), a file-size limit and an open-files limit;
-- a private temporary directory as its working directory, HOME and TMPDIR, deleted after;
-- a scrubbed environment (no tokens, no PYTHON* variables: `python -I`);
-- an audit hook that refuses writes, deletions and renames outside that directory, new
-  processes (so a fork loop dies at its first fork, also as root, where RLIMIT_NPROC is not
-  enforced), signals to other processes, raised limits, network connections and C calls
-  through ctypes outside Python's C API; optionally RLIMIT_NPROC (`Limits.max_processes`);
-- results read from a private channel tagged with a random nonce, test by test: a program
-  that exits early (sys.exit(0), os._exit) or prints a fake result has not passed.
-This is a best-effort guard against accidents and careless or misbehaving programs, NOT a
-security sandbox: a program that calls raw syscalls or tampers with the interpreter can get
-past it, and it runs with your user's rights. Run untrusted code in a container or VM too.
-It does not catch a solution that games its tests (an object whose __eq__ is always True).
+hub at import time, and TRL ships no code-execution reward. Two layers:
+
+1. Isolation by the operating system (geora/sandbox.py): each process runs in bubblewrap
+   (`bwrap`) with a read-only root, a private /tmp plus its job folder, no network, its own
+   PID namespace (no /proc of the trainer), no capabilities and a clean environment. Where
+   bwrap is missing or cannot work, the runner falls back to the Python audit-hook guard
+   alone ("guard", one warning line); `code_runner()` says which is active.
+   In both: a wall-clock limit (process groups killed), RLIMIT_AS/CPU/FSIZE/NOFILE, and
+   (unless Limits.guard=False) the audit hook of geora/_sandbox_child.py, which refuses writes
+   outside the job folder, new processes, signals, sockets and most of ctypes.
+2. Verdicts decided outside the solution's process ("asserts" and "pytest" jobs): the
+   solution runs in a server process that answers calls with plain values only; the tests
+   run in a separate harness process that compares them and reports (geora/_sandbox_rpc.py,
+   geora/_sandbox_harness.py). A solution cannot reach the reporter, builtins or the test code,
+   return an object whose __eq__ is always True, exit early or print fake results to pass.
+
 Nothing runs unless code execution was allowed (eval.allow_code_execution=true or
 train.allow_code_execution=true, which set HF_ALLOW_CODE_EVAL=1 as HF's code_eval expects).
 
 Three kinds of job (dicts), all scored as tests passed out of tests run:
-    {"mode": "program", "program": src}                     1 test: runs to its end
     {"mode": "asserts", "solution": src, "tests": [...], "setup": src}   each test snippet
     {"mode": "pytest", "solution": src, "test_file": src}   pytest file, `from solution import f`
+    {"mode": "program", "program": src}   1 test: runs to its end. The program decides its own
+        verdict here (one process): for preflight checks and plain scripts, not for rewards.
 
     >>> import os; os.environ["HF_ALLOW_CODE_EVAL"] = "1"
-    >>> passes("assert sorted([2, 1]) == [1, 2]"), passes("open('/tmp/x', 'w')")
+    >>> passes("assert sorted([2, 1]) == [1, 2]"), passes("open('/usr/x', 'w')")
     (True, False)
     >>> r = execute({"mode": "asserts", "solution": "def f(x): return 2 * x",
     ...              "tests": ["assert f(1) == 2", "assert f(2) == 5"]})
@@ -42,17 +44,21 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from geora import sandbox
+from geora.sandbox import code_runner, code_runner_info, python_argv  # noqa: F401
+
 ALLOW_ENV = "HF_ALLOW_CODE_EVAL"
 DEFAULT_TIMEOUT_S = 10.0
 CHILD = Path(__file__).resolve().parent / "_sandbox_child.py"
+RPC = Path(__file__).resolve().parent / "_sandbox_rpc.py"
 MODES = ("program", "asserts", "pytest")
+PREFIX = "geora_exec_"   # job folders; the fallback guard hides all but a job's own
 
 
 class CodeExecutionRefused(PermissionError):
@@ -75,6 +81,7 @@ class Limits:
     #   threads), not enforced for root; None leaves it to the audit hook, which refuses
     #   every new process whatever the user.
     guard: bool = True                     # the audit hook (writes, processes, network)
+    runner: str | None = None              # "bwrap" | "guard" | None: bwrap where it works
 
     def child_limits(self) -> dict[str, int | None]:
         mb = 1 << 20
@@ -148,21 +155,91 @@ def _drain(proc: subprocess.Popen, wait_s: float = 5.0) -> tuple[bytes, bytes]:
         return b"", b""
 
 
-def _parse(stdout: bytes, nonce: str, expected: int) -> tuple[int, int, str | None, bool]:
-    """(passed, total, setup error, ended) from the child's report lines (see the child)."""
-    passed, total, setup_error, ended = 0, expected, None, False
+def _parse(stdout: bytes, nonce: str, expected: int) -> tuple[int, int, str | None, bool, str]:
+    """(passed, total, setup error, ended, why the first test failed) from the child's
+    report lines (see the child)."""
+    passed, total, setup_error, ended, why = 0, expected, None, False, ""
     for line in stdout.decode("utf-8", "replace").splitlines():
         head, _, rest = line.partition(" ")
         if head != nonce:
             continue
         if rest.startswith(("setup-error", "runner-error")):
             setup_error = rest
+        elif rest.startswith("why "):
+            try:
+                why = str(json.loads(rest[4:]))[:300]
+            except ValueError:
+                why = rest[4:304]
         elif rest.startswith("end"):
             ended = True
         else:
             p, d, t = (int(x) for x in rest.split())
             passed, total = p, max(t, d, expected)
-    return passed, total, setup_error, ended
+    return passed, total, setup_error, ended, why
+
+
+def _start(runner: str, role: str | None, writable: list[str], cwd: str,
+           **kw) -> subprocess.Popen:
+    """One side of a job started: the program child (role None) or the split job's server /
+    harness, inside bwrap or (fallback) as a plain subprocess; its own session either way."""
+    argv = python_argv(CHILD) if role is None else python_argv(RPC, role)
+    kw.update(env=_environment(cwd), start_new_session=True, close_fds=True)
+    if runner == "bwrap":
+        return sandbox.popen(argv, writable, cwd=cwd, **kw)
+    return subprocess.Popen(argv, cwd=cwd, **kw)
+
+
+def _wait(proc: subprocess.Popen, payload: bytes, timeout_s: float) -> tuple[bytes, bytes, bool]:
+    """(stdout, stderr, timed out) of `proc` fed `payload`; its process group killed after."""
+    try:
+        out, err = proc.communicate(payload, timeout=timeout_s)
+        return out, err, False
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        out, err = _drain(proc)
+        return out, err, True
+    finally:
+        _kill_group(proc.pid)  # anything it started that is still alive
+
+
+def _run_program(job: dict, payload: dict, limits: Limits, runner: str, tmp: str):
+    """The program job: one process runs program and verdict alike (see the module doc)."""
+    proc = _start(runner, None, [tmp], tmp, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                  stderr=subprocess.PIPE)
+    return proc, *_wait(proc, json.dumps({**job, **payload}).encode(), limits.timeout_s)
+
+
+def _run_split(job: dict, payload: dict, limits: Limits, runner: str, tmp: str):
+    """An asserts/pytest job: the solution in one process (server), the tests and the verdicts
+    in another (harness), talking through two pipes (geora/_sandbox_rpc.py)."""
+    shared, private = os.path.join(tmp, "shared"), os.path.join(tmp, "harness")
+    os.mkdir(shared)
+    os.mkdir(private)
+    to_server, from_harness = os.pipe()[::-1]    # (write end, read end)
+    from_server, to_harness = os.pipe()
+    fds = (to_server, from_harness, from_server, to_harness)
+    try:
+        server = _start(runner, "server", [shared], shared,
+                        stdin=from_harness, stdout=to_harness, stderr=subprocess.DEVNULL)
+        try:
+            harness = _start(runner, "harness", [shared, private], private,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, pass_fds=(from_server, to_server))
+        except BaseException:
+            _kill_group(server.pid)
+            server.wait()
+            raise
+    finally:
+        for fd in fds:
+            os.close(fd)
+    payload = {**job, **payload, "shared": shared, "from_server": from_server,
+               "to_server": to_server}
+    try:
+        result = harness, *_wait(harness, json.dumps(payload).encode(), limits.timeout_s)
+    finally:
+        _kill_group(server.pid)
+        server.wait()
+    return result
 
 
 def execute(job: dict[str, Any], limits: Limits = Limits()) -> ExecutionResult:
@@ -170,27 +247,17 @@ def execute(job: dict[str, Any], limits: Limits = Limits()) -> ExecutionResult:
     does. Raises CodeExecutionRefused unless code execution was allowed."""
     _require_allowed()
     expected = _check_job(job)
+    runner = sandbox.code_runner(limits.runner)
     nonce = secrets.token_hex(16)
-    payload = json.dumps({**job, "nonce": nonce, "limits": limits.child_limits(),
-                          "guard": limits.guard, "expected_tests": expected}).encode()
-    with tempfile.TemporaryDirectory(prefix="geora_exec_", ignore_cleanup_errors=True) as tmp:
+    payload = {"nonce": nonce, "limits": limits.child_limits(), "guard": limits.guard,
+               "expected_tests": expected, "hidden": os.path.join(tempfile.gettempdir(), PREFIX)}
+    run = _run_program if job["mode"] == "program" else _run_split
+    with tempfile.TemporaryDirectory(prefix=PREFIX, ignore_cleanup_errors=True) as tmp:
         try:
-            proc = subprocess.Popen([sys.executable, "-I", "-B", str(CHILD)], cwd=tmp,
-                                    env=_environment(tmp), stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    start_new_session=True, close_fds=True)
+            proc, out, err, timed_out = run(job, payload, limits, runner, tmp)
         except OSError as e:
-            return ExecutionResult(0, expected, "error", f"could not start python: {e}")
-        timed_out = False
-        try:
-            out, err = proc.communicate(payload, timeout=limits.timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc.pid)
-            out, err = _drain(proc)
-        finally:
-            _kill_group(proc.pid)  # anything it started that is still alive
-    passed, total, setup_error, ended = _parse(out, nonce, expected)
+            return ExecutionResult(0, expected, "error", f"could not start the runner: {e}")
+    passed, total, setup_error, ended, why = _parse(out, nonce, expected)
     if setup_error is not None:
         return ExecutionResult(0, total, "error", f"the sandbox failed: {setup_error}")
     if timed_out:
@@ -200,7 +267,7 @@ def execute(job: dict[str, Any], limits: Limits = Limits()) -> ExecutionResult:
                else f"exit status {proc.returncode}")
         tail = err.decode("utf-8", "replace")[-300:]
         return ExecutionResult(passed, total, "crashed", f"{why} {tail}".strip())
-    return ExecutionResult(passed, total, "ok")
+    return ExecutionResult(passed, total, "ok", why)
 
 
 def execute_many(jobs: Iterable[dict[str, Any]], limits: Limits = Limits(),
@@ -228,8 +295,17 @@ def execute_many(jobs: Iterable[dict[str, Any]], limits: Limits = Limits(),
 
 
 def passes(program: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
-    """True when `program` (solution + asserts) runs to its end within `timeout_s`."""
+    """True when `program` (solution + asserts) runs to its end within `timeout_s`. The
+    program decides its own verdict: for scoring a model's code use `passes_tests`."""
     return execute({"mode": "program", "program": program}, Limits(timeout_s=timeout_s)).all_passed
+
+
+def passes_tests(solution: str, tests: list[str], setup: str = "",
+                 timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """True when every test snippet passes against `solution`, judged outside the solution's
+    process (an "asserts" job; HumanEval: tests=[test + "check(entry_point)"])."""
+    job = {"mode": "asserts", "solution": solution, "tests": list(tests), "setup": setup}
+    return execute(job, Limits(timeout_s=timeout_s)).all_passed
 
 
 _KNOWN_GOOD = {

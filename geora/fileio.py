@@ -4,7 +4,9 @@ package versions, the source tree's git state.
 Every file goes to a temporary name in the same folder and is renamed into place
 (os.replace is atomic on POSIX); every folder (an adapter, an export, an evaluation, a model
 directory) is written into a temporary sibling and renamed into place when complete. A
-crash never leaves half a file or half a folder under the final name.
+crash never leaves half a file or half a folder under the final name. Files and folders get
+the permissions of the user's umask (as open() and mkdir() give), not the 0600 / 0700 of
+the temporary names they are written under.
 
 >>> import tempfile
 >>> root = Path(tempfile.mkdtemp())
@@ -29,11 +31,26 @@ from typing import Any, Iterable, Iterator
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (/proc), else by
+    setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~umask())   # mkstemp's 0600 -> what open() would give
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -62,6 +79,7 @@ def atomic_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        tmp.chmod(0o777 & ~umask())       # mkdtemp's 0700 -> what mkdir() would give
         yield tmp
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")

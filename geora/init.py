@@ -79,21 +79,22 @@ def factors_from_triplets(weight: torch.Tensor, u: torch.Tensor, s: torch.Tensor
                         mask_spec=mask_spec, mask_euc=mask_euc, scaling=scaling)
 
 
-def geora_masks(weight: torch.Tensor, rank: int, rho: float, *, svd: str = "randomized",
+def geora_masks(weight: torch.Tensor, rank: int, rho: float, *, svd: str = "auto",
                 niter: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(M_spec, M_euc), bool (out, in): the rho-fraction smallest entries of |W_hat_r| and
-    of |W|. W_hat_r comes from `svd` ("randomized" or "exact") top-r triplets of W."""
+    of |W|. W_hat_r comes from `svd` ("auto", "randomized" or "exact") top-r triplets of W."""
+    svd = linalg.resolve_svd(svd, tuple(weight.shape))
     work = _masks(weight.detach().float(), rank, rho, svd=svd, niter=niter, seed=seed)
     return work.m_spec, work.m_euc
 
 
-def spectral_triplets(w: torch.Tensor, rank: int, *, svd: str = "randomized",
+def spectral_triplets(w: torch.Tensor, rank: int, *, svd: str = "auto",
                       niter: int | None = None, seed: int = 0):
     """(U, S, Vh, ritz): the top-r triplets of W whose W_hat_r = U S Vh defines M_spec.
-    Randomized: the Krylov SVD with `settle` (W_hat_r itself converged where it can be,
-    see geora.krylov._AdaptiveStop), ritz = (W's top right Ritz vectors, steps taken);
-    exact: torch.linalg.svd, ritz = None."""
-    if svd != "randomized":
+    Randomized: the Krylov SVD with `settle` (W_hat_r itself converged to ~0.1%, see
+    geora.krylov._AdaptiveStop), ritz = (W's top right Ritz vectors, steps taken);
+    exact: torch.linalg.svd, ritz = None; auto: one of them by size (linalg.resolve_svd)."""
+    if linalg.resolve_svd(svd, tuple(w.shape)) != "randomized":
         return (*linalg.svd_top(w, rank, method=svd, niter=niter, seed=seed), None)
     u, s, vh, vectors, steps = krylov.block_krylov_svd(
         w.float(), rank, niter=niter, seed=seed, settle=krylov.RSVD_SETTLE_STEPS)
@@ -150,22 +151,22 @@ def pick_triplets(w: torch.Tensor, rank: int, factors: str, svd: str, niter: int
 
 
 def geora_init(weight: torch.Tensor, rank: int = 16, rho: float = 0.2,
-               alpha: float | None = None, svd: str = "randomized",
+               alpha: float | None = None, svd: str = "auto",
                niter: int | None = None, factors: str = "top", masks: str = "union",
                seed: int = 0, *, alpha_norm: str = "none",
                where: str = "weight") -> GeoraFactors:
     """GeoRA factors of one weight matrix (see the module docstring for the steps).
 
-    weight (out, in) float; rank r; rho in (0, 1); alpha (None = r); svd "randomized"
-    (seeded block Krylov; adaptive depth, or `niter` steps) or "exact"; factors
+    weight (out, in) float; rank r; rho in (0, 1); alpha (None = r); svd "auto" (exact
+    up to linalg.EXACT_MAX_DIM on the short side, randomized above), "randomized" (seeded
+    block Krylov; adaptive depth, or `niter` steps) or "exact"; factors
     "top" | "random" | "tail"; masks "union" | "spec" | "euc"; alpha_norm "none" | "peft";
     `where` names the weight in error messages. Runs on weight's device.
     """
     linalg.check_weight(weight, where)
     linalg.check_rank(rank, tuple(weight.shape), where)
     linalg.check_rho(rho, f"{where}: rho")
-    if svd not in ("randomized", "exact"):
-        raise ValueError(f"{where}: svd={svd!r}: choose 'randomized' or 'exact'")
+    svd = linalg.resolve_svd(svd, tuple(weight.shape), f"{where}: svd")
     if factors not in FACTORS:
         raise ValueError(f"{where}: factors={factors!r}: choose one of {FACTORS}")
     if masks not in MASKS:

@@ -7,7 +7,8 @@ the input lives. Contents:
 - input checks: `check_weight`, `check_rank`, `check_rho` (clear errors naming the value);
 - exact selection at any size: `kth_smallest`, `abs_threshold`, `low_magnitude_mask`;
 - SVD: `svd_top` (exact, or the seeded randomized block Krylov SVD of geora.krylov,
-  adaptive in depth), `svd_full`, `nonzero_count`;
+  adaptive in depth, or "auto": `resolve_svd` picks one by size), `svd_full`,
+  `nonzero_count`;
 - `rank_r_approx`, `captured_energy`, `mask_stats`.
 
 Quantile definition (used by every mask): for n entries and a fraction rho,
@@ -33,6 +34,16 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 KTH_DIRECT_MAX = 1 << 20
 KTH_SAMPLE_SIGMAS = 6.0
 KTH_SAMPLE_SEED = 0
+
+# svd="auto" (the default initialisation of GeoRA, PiSSA and SparseFT): the exact SVD up
+# to EXACT_MAX_DIM on the short side, the block Krylov SVD above. Below it LAPACK's full
+# SVD costs about what the Krylov iteration does at the depth M_spec needs (on real
+# weights 5-10 steps, whose basis then spans a good part of a 576-wide space), and it is
+# exact. Measured with one thread on the 2-core CPU at load ~11 (GeoRA init, exact time /
+# Krylov time): SmolLM2 192x576 0.85, 576x576 2.0, 1536x576 1.05; synthetic 1024x1024
+# 3.1-6.8, 1024x4096 7-16, 2048x2048 7.5-22 (flat - power-law spectrum).
+EXACT_MAX_DIM = 768
+SVD_CHOICES = ("auto", "randomized", "exact")
 
 
 # ----------------------------------------------------------------------------- checks
@@ -146,12 +157,23 @@ def svd_full(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return torch.linalg.svd(weight.float(), full_matrices=False)
 
 
+def resolve_svd(method: str, shape: tuple[int, ...], where: str = "svd") -> str:
+    """"exact" or "randomized": `method` itself, or for "auto" exact iff
+    min(shape) <= EXACT_MAX_DIM. ValueError naming `where` for anything else."""
+    if method not in SVD_CHOICES:
+        raise ValueError(f"{where}={method!r}: choose one of {SVD_CHOICES}")
+    if method == "auto":
+        return "exact" if min(shape) <= EXACT_MAX_DIM else "randomized"
+    return method
+
+
 def svd_top(weight: torch.Tensor, rank: int, *, method: str = "randomized",
             niter: int | None = None, oversample: int | None = None, seed: int = 0,
             tol: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-`rank` singular triplets in fp32: U (out, r), S (r,), Vh (r, in).
 
-    method="exact": torch.linalg.svd. method="randomized": seeded block Krylov iteration
+    method="exact": torch.linalg.svd; "auto": one of the two by size (`resolve_svd`).
+    method="randomized" (default): seeded block Krylov iteration
     (geora.krylov.block_krylov_svd) with blocks of r + `oversample` columns (default
     r + 16); `niter` None stops adaptively once the estimated missing share of the top-r
     energy is below `tol` (default geora.krylov.RSVD_TOL, 4e-3), an int runs exactly that
@@ -161,11 +183,9 @@ def svd_top(weight: torch.Tensor, rank: int, *, method: str = "randomized",
     """
     check_rank(rank, tuple(weight.shape))
     w = weight.float()
-    if method == "exact":
+    if resolve_svd(method, tuple(w.shape)) == "exact":
         u, s, vh = svd_full(w)
         return u[:, :rank], s[:rank], vh[:rank]
-    if method != "randomized":
-        raise ValueError(f"svd={method!r}: choose 'exact' or 'randomized'")
     return tuple(block_krylov_svd(w, rank, niter=niter, oversample=oversample, tol=tol,
                                   seed=seed)[:3])
 

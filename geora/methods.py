@@ -50,13 +50,33 @@ SHAPE_ARGS = ("rank", "rho", "alpha", "target_modules")
 ADAPTER_ARGS = ("rank", "alpha", "target_modules")          # no mask fraction
 
 # Option names, each defined once.
-SVD_METHODS = ("randomized", "exact")
+SVD_METHODS = ("auto", "randomized", "exact")   # auto: exact up to linalg.EXACT_MAX_DIM
 SEEDED_SVD_OPTIONS = ("svd", "niter", "seed")    # svd: one of SVD_METHODS
 SVD_DEVICE = "svd_device"                        # where the SVDs / masks run (e.g. "cuda")
 ALPHA_NORM = "alpha_norm"                        # one of geora.init.ALPHA_NORMS
 SPARSEFT_MASK = "sparseft_mask"                  # one of baselines.sparseft.SPARSEFT_MASKS
 KEEP_INITIAL = "keep_initial"                    # fullft: keep W0 to read weight updates
 FACTOR_OPTIONS = SEEDED_SVD_OPTIONS + (SVD_DEVICE, ALPHA_NORM) + LORA_OPTIONS
+SVD_DEFAULT = SVD_METHODS[0]
+
+
+def _int(v, low=None) -> bool:
+    return not isinstance(v, bool) and isinstance(v, int) and (low is None or v >= low)
+
+
+# Each option's valid values, beside its name: option -> (is valid, what is expected). A
+# method checks the options it takes (Method.check_options) before any module is touched.
+OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "svd": (lambda v: v in SVD_METHODS, f"choose one of {SVD_METHODS}"),
+    "niter": (lambda v: v is None or _int(v, 0), "must be an int >= 0"),
+    "seed": (lambda v: _int(v), "must be an int"),
+    ALPHA_NORM: (lambda v: v in ALPHA_NORMS, f"choose one of {ALPHA_NORMS}"),
+    SPARSEFT_MASK: (lambda v: v in SPARSEFT_MASKS, f"choose one of {SPARSEFT_MASKS}"),
+    "lora_dropout": (lambda v: not isinstance(v, bool) and isinstance(v, (int, float))
+                     and 0 <= v < 1, "must be a number in [0, 1)"),
+    KEEP_INITIAL: (lambda v: isinstance(v, bool), "must be true or false"),
+    "autocast_adapter_dtype": (lambda v: isinstance(v, bool), "must be true or false"),
+}
 
 
 @dataclass(frozen=True)
@@ -67,7 +87,8 @@ class Method:
     config(targets, rank, alpha, **options) -> peft.PeftConfig (peft);
     mask(weight, *, rank, rho, where, **options) -> bool mask (sparse).
     `uses`: which of rank / rho / alpha / target_modules it takes; `options`: its keyword
-    options. Anything else given to prepare_model raises ValueError.
+    options. Anything else given to prepare_model raises ValueError. `analysis_masks`: the
+    weight analysis recomputes M_spec / M_euc for this method's runs by default (masks=auto).
     """
     name: str
     kind: MethodKind
@@ -77,16 +98,30 @@ class Method:
     factorize: Callable | None = None
     config: Callable | None = None
     mask: Callable | None = None
+    analysis_masks: bool = False
+
+    def check_options(self, opts: dict) -> None:
+        """Refuses an option this method does not take, and a value (OPTION_RULES) that
+        would only fail inside the per-module loop: checked before any module is touched."""
+        unknown = sorted(set(opts) - set(self.options))
+        if unknown:
+            raise ValueError(f"method {self.name!r} does not take option(s) {unknown}; it "
+                             f"accepts {sorted(self.options)}")
+        for key, value in opts.items():
+            if key in OPTION_RULES:
+                valid, expected = OPTION_RULES[key]
+                if not valid(value):
+                    raise ValueError(f"method {self.name!r}: {key}={value!r}: {expected}")
 
 
-def _geora(weight, *, rank, rho, alpha, where, factors="top", masks="union", svd="randomized",
+def _geora(weight, *, rank, rho, alpha, where, factors="top", masks="union", svd=SVD_DEFAULT,
            niter=None, seed=0, alpha_norm="none"):
     return geora_init(weight, rank=rank, rho=rho, alpha=alpha, svd=svd, niter=niter,
                       factors=factors, masks=masks, seed=seed, alpha_norm=alpha_norm,
                       where=where)
 
 
-def _pissa(weight, *, rank, rho, alpha, where, svd="randomized", niter=None, seed=0,
+def _pissa(weight, *, rank, rho, alpha, where, svd=SVD_DEFAULT, niter=None, seed=0,
            alpha_norm="none"):
     return pissa_factors(weight, rank, alpha, svd=svd, niter=niter, seed=seed,
                          alpha_norm=alpha_norm, where=where)
@@ -97,7 +132,7 @@ def _milora(weight, *, rank, rho, alpha, where, alpha_norm="none"):
     return milora_factors(weight, rank, alpha, alpha_norm=alpha_norm, where=where)
 
 
-def _sparseft(weight, *, rank, rho, where, sparseft_mask="geora_union", svd="randomized",
+def _sparseft(weight, *, rank, rho, where, sparseft_mask="geora_union", svd=SVD_DEFAULT,
               niter=None, seed=0):
     return sparseft.sparseft_mask(weight, sparseft_mask, rank=rank, rho=rho, svd=svd,
                                   niter=niter, seed=seed, where=where)
@@ -105,17 +140,18 @@ def _sparseft(weight, *, rank, rho, where, sparseft_mask="geora_union", svd="ran
 
 def _registry() -> dict[str, Method]:
     res = partial(Method, kind=RESIDUAL, options=FACTOR_OPTIONS)
+    geo = partial(res, analysis_masks=True)      # the GeoRA family: masks are the method
     peft = partial(Method, kind=PEFT, uses=ADAPTER_ARGS, options=LORA_OPTIONS)
     methods = [
-        res(name="geora", summary="top-r SVD of W*(M_spec|M_euc); residual frozen",
+        geo(name="geora", summary="top-r SVD of W*(M_spec|M_euc); residual frozen",
             factorize=_geora),
-        res(name="geora_random_r", summary="ablation: r random non-zero triplets of W_geo",
+        geo(name="geora_random_r", summary="ablation: r random non-zero triplets of W_geo",
             factorize=partial(_geora, factors="random")),
-        res(name="geora_tail_r", summary="ablation: r smallest non-zero triplets of W_geo",
+        geo(name="geora_tail_r", summary="ablation: r smallest non-zero triplets of W_geo",
             factorize=partial(_geora, factors="tail")),
-        res(name="geora_wo_spec", summary="ablation: mask = M_euc only",
+        geo(name="geora_wo_spec", summary="ablation: mask = M_euc only",
             factorize=partial(_geora, masks="euc")),
-        res(name="geora_wo_euc", summary="ablation: mask = M_spec only",
+        geo(name="geora_wo_euc", summary="ablation: mask = M_spec only",
             factorize=partial(_geora, masks="spec")),
         peft(name="lora", summary="PEFT LoRA (B = 0), base unchanged", config=lora_config),
         res(name="pissa", summary="top-r triplets of W (PiSSA)", uses=ADAPTER_ARGS,
@@ -128,7 +164,8 @@ def _registry() -> dict[str, Method]:
              options=ADALORA_OPTIONS + ("autocast_adapter_dtype",), config=adalora_config),
         Method("sparseft", SPARSE, "full fine-tuning on a fixed mask (delta over W0)",
                uses=("rank", "rho", "target_modules"),
-               options=SEEDED_SVD_OPTIONS + (SVD_DEVICE, SPARSEFT_MASK), mask=_sparseft),
+               options=SEEDED_SVD_OPTIONS + (SVD_DEVICE, SPARSEFT_MASK), mask=_sparseft,
+               analysis_masks=True),
         Method("fullft", FULL, "every parameter trains", uses=(), options=(KEEP_INITIAL,)),
     ]
     return {m.name: m for m in methods}
@@ -153,35 +190,12 @@ def check_arguments(spec: Method, shape: dict[str, Any], options: dict[str, Any]
     if unused:
         raise ValueError(f"method {spec.name!r} does not use {', '.join(unused)} (it takes "
                          f"{list(spec.uses) or 'none of rank, rho, alpha, target_modules'})")
-    unknown = sorted(set(options) - set(spec.options))
-    if unknown:
-        raise ValueError(f"method {spec.name!r} does not take option(s) {unknown}; it "
-                         f"accepts {sorted(spec.options)}")
+    spec.check_options(options)
 
 
 def check_option_values(method: str, opts: dict) -> None:
-    """Option values that would only fail inside the per-module loop, checked up front."""
-    def bad(key, expected):
-        raise ValueError(f"method {method!r}: {key}={opts[key]!r}: {expected}")
-
-    if opts.get("svd", SVD_METHODS[0]) not in SVD_METHODS:
-        bad("svd", "choose 'randomized' or 'exact'")
-    if opts.get(ALPHA_NORM, ALPHA_NORMS[0]) not in ALPHA_NORMS:
-        bad(ALPHA_NORM, "choose 'none' or 'peft'")
-    niter = opts.get("niter")
-    if niter is not None and (isinstance(niter, bool) or not isinstance(niter, int) or niter < 0):
-        bad("niter", "must be an int >= 0")
-    seed = opts.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        bad("seed", "must be an int")
-    if opts.get(SPARSEFT_MASK, SPARSEFT_MASKS[0]) not in SPARSEFT_MASKS:
-        bad(SPARSEFT_MASK, f"choose one of {SPARSEFT_MASKS}")
-    dropout = opts.get("lora_dropout", 0.0)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        bad("lora_dropout", "must be a number in [0, 1)")
-    for flag in (KEEP_INITIAL, "autocast_adapter_dtype"):
-        if not isinstance(opts.get(flag, False), bool):
-            bad(flag, "must be true or false")
+    """The option values `method` takes, checked up front (Method.check_options)."""
+    get_method(method).check_options(opts)
 
 
 def _check_rank(rank) -> int:
@@ -200,7 +214,7 @@ def prepare_model(model: nn.Module, method: str, *, rank: int | None = None,
     every parameter trainable. rank (default DEFAULT_RANK), rho (default DEFAULT_RHO),
     alpha (default = rank) and target_modules (default "all-linear") apply to the methods
     whose `uses` lists them; passing one to another method raises. options (per method,
-    see METHODS[name].options): svd ("randomized" | "exact"), niter, seed, alpha_norm
+    see METHODS[name].options): svd ("auto" | "randomized" | "exact"), niter, seed, alpha_norm
     ("none" | "peft"), svd_device (e.g. "cuda"), lora_dropout, autocast_adapter_dtype,
     sparseft_mask, keep_initial (fullft), and AdaLoRA's total_step / init_r / target_r /
     schedule. progress: a tqdm bar over modules. All checks run before the model is
@@ -209,7 +223,6 @@ def prepare_model(model: nn.Module, method: str, *, rank: int | None = None,
     spec = get_method(method)
     check_arguments(spec, dict(rank=rank, rho=rho, alpha=alpha,
                                target_modules=target_modules), options)
-    check_option_values(method, options)
     surgery.refuse_peft_model(model)
     if "rank" in spec.uses:
         rank = _check_rank(DEFAULT_RANK if rank is None else rank)

@@ -41,8 +41,44 @@ def resolve_device(name: str) -> str:
 
 def torch_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; choose one of {sorted(DTYPES)}")
+        raise ValueError(f"unknown dtype {name!r}; choose one of {sorted(DTYPES)} or auto "
+                         f"(the checkpoint's own)")
     return DTYPES[name]
+
+
+def checkpoint_dtype(model_dir: str | Path | None) -> str:
+    """The dtype a checkpoint was saved in (config.json's `dtype`, or `torch_dtype` as older
+    transformers wrote it); float32 where it names none, or for a random_init model."""
+    import json
+
+    if model_dir is None:
+        return "float32"
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    name = str(config.get("dtype") or config.get("torch_dtype") or "float32")
+    return name if name in DTYPES else "float32"
+
+
+def dtype_name(cfg: Mapping[str, Any]) -> str:
+    """model.dtype, with `auto` read from the checkpoint (model=hf)."""
+    name = str(cfg.get("dtype") or "float32")
+    return checkpoint_dtype(resolve_model_dir(cfg)) if name == "auto" else name
+
+
+# Below this many parameters one CPU thread is fastest (the micro model's matrices are too
+# small to split: 3 micro GRPO steps took 5.3 s on 1 thread, 30 s on 2 of a busy 2-core
+# machine); above it, a model is slow on one thread (a 135M model: 66 s per micro step).
+ONE_THREAD_MAX_PARAMS = 20_000_000
+
+
+def cpu_threads_for(model, setting: Any) -> int | None:
+    """torch threads for a CPU run: `cpu_threads` as given, or for `auto` one thread for a
+    small model and every core this process may use for a larger one."""
+    if setting in (None, "auto"):
+        if setting is None:
+            return None
+        params = sum(p.numel() for p in model.parameters())
+        return 1 if params < ONE_THREAD_MAX_PARAMS else len(os.sched_getaffinity(0))
+    return int(setting)
 
 
 def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
@@ -92,6 +128,9 @@ def resolve_model_dir(cfg: Mapping[str, Any]) -> str | None:
             raise FileNotFoundError(f"bundled model {cfg['bundled']!r} missing at {path}")
         return str(path)
     if cfg.get("random_init"):
+        if not cfg.get("arch"):
+            raise ValueError(f"model.random_init=true (model {name!r}) needs model.arch, the "
+                             f"architecture to build")
         return None
     if not cfg.get("hub_id"):
         raise ValueError(f"model {name!r} names no local_path, bundled asset or hub_id")
@@ -122,7 +161,7 @@ def load_model(cfg: Mapping[str, Any], *, device: str | torch.device = "cpu",
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if not isinstance(dtype, torch.dtype):
-        dtype = torch_dtype(str(dtype or cfg.get("dtype", "float32")))
+        dtype = torch_dtype(str(dtype) if dtype and dtype != "auto" else dtype_name(cfg))
     model_dir = resolve_model_dir(cfg)
     tokenizer = load_tokenizer(cfg)
     if model_dir is None:
@@ -138,7 +177,28 @@ def load_model(cfg: Mapping[str, Any], *, device: str | torch.device = "cpu",
     else:
         model = AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=dtype, trust_remote_code=bool(cfg.get("trust_remote_code", False)))
+    add_stop_tokens(model, tokenizer, cfg.get("stop_tokens") or (), str(cfg.get("name", "?")))
     return model.to(device), tokenizer
+
+
+def add_stop_tokens(model, tokenizer, tokens, name: str = "?") -> None:
+    """Make `tokens` end generation: they join model.generation_config.eos_token_id, which
+    TRL's rollouts (GRPOTrainer.eos_token_ids) and HF generate in the evaluation stop on.
+    A pretrained Qwen checkpoint's eos is <|endoftext|>; prompted through ChatML it closes its
+    answer with <|im_end|> (model.stop_tokens), and without it would write on to the length
+    limit, every completion truncated."""
+    ids = []
+    for token in tokens:
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if tid is None or tid == tokenizer.unk_token_id or tokenizer.convert_ids_to_tokens(tid) != token:
+            raise ValueError(f"model.stop_tokens: {token!r} (model {name!r}) is not a token of its "
+                             f"tokenizer")
+        ids.append(int(tid))
+    if not ids:
+        return
+    current = model.generation_config.eos_token_id
+    current = [] if current is None else [current] if isinstance(current, int) else list(current)
+    model.generation_config.eos_token_id = current + [i for i in ids if i not in current]
 
 
 # ------------------------------------------------------------------------ chat mode

@@ -60,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto",
                    help="load dtype: auto (the checkpoint's), float32, bfloat16, float16")
     p.add_argument("--svd", default=None, choices=SVD_METHODS,
-                   help="SVD of the methods that take one (default: randomized)")
+                   help="SVD of the methods that take one (default: auto = exact up to "
+                        "768 on the short side, randomized block Krylov above)")
     p.add_argument("--niter", type=int, default=None,
-                   help="power iterations of the randomized SVD (default: geora.linalg)")
+                   help="Krylov steps of the randomized SVD (default: adaptive)")
     p.add_argument("--seed", type=int, default=None, help="seed of the SVD (default 0)")
     p.add_argument("--target-modules", default=None,
                    help="'all-linear' (default), a regex, or comma-separated module names")

@@ -27,3 +27,36 @@ def chat_prompt(question: str, suffix: str | None = None,
     """A chat prompt for TRL: [system?] + the user turn."""
     turns = [{"role": "system", "content": system_prompt}] if system_prompt else []
     return turns + [{"role": "user", "content": user_text(question, suffix)}]
+
+
+# How a model sees a prompt (model.prompt_format): through its tokenizer's chat template, or
+# as the bare user text (a pretrained model whose chat tokens are untrained, e.g. Llama-3.1-8B
+# base). The evaluation follows the same setting (eval.apply_chat_template).
+PROMPT_FORMATS = ("chat", "plain")
+
+
+def check_prompt_format(value, where: str = "model.prompt_format") -> str:
+    """`value` if it is one of PROMPT_FORMATS, else ValueError naming it.
+
+    >>> check_prompt_format("chat")
+    'chat'
+    """
+    if value not in PROMPT_FORMATS:
+        raise ValueError(f"{where}={value!r}: choose one of {', '.join(PROMPT_FORMATS)}")
+    return value
+
+
+def prompt_for(question: str, suffix: str | None, system_prompt: str | None,
+               prompt_format: str = "chat"):
+    """The training prompt in `prompt_format`: chat_prompt's turns, or the user text alone
+    (what lm-eval feeds the model for the same item with apply_chat_template=false).
+
+    >>> prompt_for("1+1?", "", None, "plain")
+    '1+1?'
+    """
+    if check_prompt_format(prompt_format, "prompt_format") == "chat":
+        return chat_prompt(question, suffix, system_prompt)
+    if system_prompt:
+        raise ValueError(f"a system prompt ({system_prompt[:40]!r}) needs a chat template; "
+                         "model.prompt_format='plain' has none: set data.system_prompt=null")
+    return user_text(question, suffix)

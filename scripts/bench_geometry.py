@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 def length_reward(completions, **_):
     """Completion length / 48 (the micro max_completion_length): varies within a group."""
-    from geora.training.rewards import completion_text
+    from geora.rewards import completion_text
 
     return [len(completion_text(c)) / 48.0 for c in completions]
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     from hydra import compose, initialize_config_dir
 
     from analysis.premise import geometry_cost
-    from geora.training import rewards
+    from geora import rewards
     from geora.training.pipeline import train
 
     extra = ["eval=none", "eval_before=false", "analysis.enabled=false", "train.save_steps=100000",

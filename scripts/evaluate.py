@@ -11,7 +11,11 @@ through its export/ LoRA on the original base (never the residual base) or its a
 a Base-row record (method "base") is its untrained model. The run's model config replaces
 `model` (its chat mode, model.enable_thinking, is the one scored).
 A run's evaluation is recorded in the run folder, evals/<eval.name>/ (written whole or not
-at all), where `python -m analysis.tables` finds it. Prints in-domain and out-of-domain
+at all), where `python -m analysis.tables` finds it. An evaluation is never silently
+replaced: a limited one (eval.limit=N) goes beside the complete one, to
+evals/<eval.name>-limit<N>/, and one whose settings differ from those of the evaluation
+already in its folder (other tasks, max_gen_toks, generation settings, ...) is refused
+unless eval.overwrite=true. Prints in-domain and out-of-domain
 scores (percent) and where the summary (eval_results.json) went.
 """
 from __future__ import annotations
@@ -27,9 +31,11 @@ from omegaconf import DictConfig, open_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
+from geora import resolvers  # noqa: E402
 from geora.evaluation.harness import SUMMARY_FILE  # noqa: E402
-from geora.training.rundir import AFTER, BASE_METHOD, BEFORE, RunFolder  # noqa: E402
+from geora.training.rundir import AFTER, BASE_METHOD, BEFORE, RunFolder, read_json  # noqa: E402
 
+resolvers.register()
 log = logging.getLogger("geora.evaluate")
 # As in run.py: conf/hydra/launcher/*.yaml share names with the launchers' schemas.
 warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")
@@ -64,24 +70,56 @@ def run_folder(cfg: DictConfig) -> RunFolder | None:
     return run
 
 
+# Evaluation settings that do not change the scores (as analysis.runs.IGNORED_SETTINGS).
+NOT_SCORED = ("name", "in_domain", "batch_size", "log_samples", "num_threads", "data_dir")
+
+
+def evaluation_name(cfg: DictConfig) -> str:
+    """The folder under the run's evals/: eval.name, with -limit<N> for a limited evaluation
+    (beside the complete one, never in its place)."""
+    limit = cfg.eval.get("limit")
+    return f"{cfg.eval.name}-limit{limit}" if limit is not None else str(cfg.eval.name)
+
+
+def check_replaceable(run: RunFolder, name: str, settings, overwrite: bool) -> None:
+    """ValueError when evals/<name> holds an evaluation with other settings (and overwrite
+    is off), naming what differs."""
+    summary = read_json(run.evaluation(name) / SUMMARY_FILE)
+    if summary is None or overwrite:
+        return
+    old, new = summary.get("eval") or {}, settings.as_dict()
+    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+               if k not in NOT_SCORED and old.get(k) != new.get(k)]
+    if changed:
+        raise ValueError(f"{run.evaluation(name)} holds an evaluation with other settings "
+                         f"({'; '.join(changed[:5])}); pass eval.overwrite=true to replace it, "
+                         f"or give this one another eval.name")
+
+
 def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, float]:
-    """Score what `cfg` names; write results into out_dir (or the run's evals/<eval.name>)."""
+    """Score what `cfg` names; write results into out_dir (or the run's evals/, see
+    evaluation_name and check_replaceable)."""
     from geora.evaluation import EvalSettings, build_specs
     from geora.models import resolve_device
 
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):   # an instruction to this script, not an evaluation setting
+        overwrite = bool(cfg.eval.pop("overwrite", False))
     run = run_folder(cfg)
     if run is not None:   # the run's own model replaces `model`, also where eval reads it
         model_cfg, export, adapter = _run_target(run)
-        cfg = copy.deepcopy(cfg)   # (eval.enable_thinking interpolates model.enable_thinking)
-        with open_dict(cfg):
+        with open_dict(cfg):   # (eval.enable_thinking interpolates model.enable_thinking)
             cfg.model = model_cfg
     # Bad settings, refused code execution and missing data fail here, before any loading.
-    build_specs(EvalSettings.from_config(cfg.eval))
+    settings = EvalSettings.from_config(cfg.eval)
+    build_specs(settings)
     device = resolve_device(str(cfg.device))
     if run is None:
         return _score(cfg, cfg.model, None, None, out_dir, device)
-    with run.new_evaluation(str(cfg.eval.name)) as tmp:   # replaced only when complete
-        return _score(cfg, cfg.model, export, adapter, tmp, device)
+    with run.locked():   # not while a training run (or another evaluation) writes there
+        check_replaceable(run, evaluation_name(cfg), settings, overwrite)
+        with run.new_evaluation(evaluation_name(cfg)) as tmp:   # replaced only when complete
+            return _score(cfg, cfg.model, export, adapter, tmp, device)
 
 
 def _score(cfg: DictConfig, model_cfg, export: Path | None, adapter: Path | None,
@@ -90,7 +128,9 @@ def _score(cfg: DictConfig, model_cfg, export: Path | None, adapter: Path | None
     from geora.models import load_model, resolve_model_dir
 
     model_dir = resolve_model_dir(model_cfg)  # fails fast on an unreachable hub model
-    dtype = str(model_cfg.get("dtype", "float32"))
+    from geora.models import dtype_name
+
+    dtype = dtype_name(model_cfg)
     if cfg.eval.backend == "vllm":
         if model_dir is None or (adapter is not None and export is None):
             raise ValueError("eval.backend='vllm' needs a model folder (and, for a run, its "
@@ -126,16 +166,17 @@ def main(cfg: DictConfig) -> None:
         return
     from geora.evaluation import CodeExecutionRefused, DatasetUnavailableError
     from geora.models import HubUnavailableError
+    from geora.training.rundir import RunBusyError
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         scores = evaluate(cfg, out_dir)
-    except (CodeExecutionRefused, DatasetUnavailableError, HubUnavailableError,
+    except (CodeExecutionRefused, DatasetUnavailableError, HubUnavailableError, RunBusyError,
             FileNotFoundError, ValueError) as e:  # explained in one line: no traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     run = run_folder(cfg)
-    where = run.evaluation(str(cfg.eval.name)) if run is not None else out_dir
+    where = run.evaluation(evaluation_name(cfg)) if run is not None else out_dir
     print(f"== {cfg.eval.name} on {cfg.model.name if run is None else cfg.run_dir} ==")
     print(format_scores(scores, cfg.eval))
     print(f"results: {where / SUMMARY_FILE}")

@@ -30,3 +30,15 @@ def tiny_qwen3():
 def tiny_input_ids():
     g = torch.Generator().manual_seed(1)
     return torch.randint(0, 512, (2, 12), generator=g)
+
+
+def eval_group(name: str):
+    """conf/eval/<name>.yaml as a run sees it: composed with its defaults
+    (conf/eval_defaults/common.yaml) under the main config."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return compose("config", overrides=[f"eval={name}"]).eval

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from analysis import metrics as m
+from geora.geometry import metrics as m
 
 
 def _orthonormal(n, k, seed):

@@ -1,5 +1,5 @@
 """The weight analysis at the end of every run: a 2-step tiny run of each method kind writes
-results.json["analysis"] in analysis.summary's schema and analysis/summary.json beside it.
+results.json["analysis"] in geora.geometry.summary's schema and analysis/summary.json beside it.
 
     .venv/bin/python -m pytest -q tests/test_analysis_step.py
 """
@@ -11,8 +11,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import geora
-from analysis import metrics
-from geora.training import rewards
+from geora.geometry import metrics
+from geora import rewards
 from geora.training.weight_analysis import AnalysisSettings, analyse_model, update_items
 from tests.conftest import build_tiny_qwen3
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis import metrics
-from analysis.summary import analyse_matrix, layer_index, module_type, summarise_updates
+from geora.geometry import metrics
+from geora.geometry.summary import analyse_matrix, layer_index, module_type, summarise_updates
 
 SHAPES = {"self_attn.q_proj": (48, 48), "self_attn.k_proj": (24, 48), "mlp.up_proj": (96, 48),
           "mlp.down_proj": (48, 96)}

@@ -23,13 +23,13 @@ def bench():
 
 
 FIELDS = ("shape", "spectrum", "exact_s", "fast_s", "speedup", "energy_ratio",
-          "energy_ratio_w", "m_euc_identical", "m_spec_agreement", "reproducible",
-          "krylov_steps")
+          "energy_ratio_w", "m_euc_identical", "m_spec_jaccard", "union_jaccard",
+          "bf16_m_spec_jaccard", "bf16_union_jaccard", "reproducible", "krylov_steps")
 
 
 def test_quick_run_writes_complete_json(bench, tmp_path):
     out = tmp_path / "bench.json"
-    bench.main(["--quick", "--repeats", "1", "--json", str(out)])
+    bench.main(["--quick", "--repeats", "1", "--svd", "randomized", "--json", str(out)])
     data = json.loads(out.read_text())
     assert {"device", "threads", "torch", "cpu"} <= set(data["machine"])
     entries = data["entries"]
@@ -40,7 +40,10 @@ def test_quick_run_writes_complete_json(bench, tmp_path):
         assert all(e[k] is not None for k in FIELDS), e
         assert e["energy_ratio"] >= 0.995 and e["energy_ratio_w"] >= 0.995
         assert e["m_euc_identical"] and e["reproducible"]
-        assert 0.9 < e["m_spec_agreement"] <= 1.0
+        for key in ("m_spec_jaccard", "union_jaccard", "bf16_m_spec_jaccard",
+                    "bf16_union_jaccard"):
+            assert 0.98 <= e[key] <= 1.0, (key, e)
+        assert e["bf16_m_spec_jaccard"] < 1.0       # one bf16 rounding does move M_spec
         assert e["speedup"] == pytest.approx(e["exact_s"] / e["fast_s"])
     assert set(data["model_estimate"]) == {"powerlaw", "flat"}
 
@@ -91,11 +94,34 @@ def test_exact_cache_reused_across_runs(bench, tmp_path):
     argv = ["--shapes", "48x80", "--spectrum", "flat", "--repeats", "1",
             "--exact-cache", str(tmp_path / "cache")]
     first = bench.main(argv)["entries"][0]
-    assert len(list((tmp_path / "cache").glob("exact_*.pt"))) == 1
+    assert len(list((tmp_path / "cache").glob("exact_*.pt"))) == 2      # W and bf16(W)
     second = bench.main(argv)["entries"][0]
     assert second["exact_runs"] == first["exact_runs"]          # read back, not re-timed
     assert second["exact_measured_at"] == first["exact_measured_at"]
-    assert second["m_euc_identical"] and second["m_spec_agreement"] == first["m_spec_agreement"]
+    assert second["m_euc_identical"] and second["m_spec_jaccard"] == first["m_spec_jaccard"]
     skipped = bench.main(argv[:-2] + ["--skip-exact-above", "100"])["entries"][0]
     assert skipped["exact_s"] is None and skipped["energy_ratio"] is None
     assert "skipped" in skipped["note"]
+
+
+def test_jaccard_counts_members_only(bench):
+    a = torch.tensor([True, True, False, False, False, False])
+    b = torch.tensor([True, False, True, False, False, False])
+    assert bench.jaccard(a, b) == pytest.approx(1 / 3)      # entries agree on 4 of 6
+    assert bench.jaccard(a, a) == 1.0 and bench.jaccard(a & False, b & False) == 1.0
+
+
+def test_summary_over_real_matrices(bench, tmp_path):
+    """--model mode prints and stores min / median Jaccard and the summed times."""
+    from safetensors.torch import save_file
+    g = torch.Generator().manual_seed(1)
+    save_file({f"model.layers.0.mlp.{n}_proj.weight": torch.randn(40, 56, generator=g)
+               for n in ("gate", "up")}, str(tmp_path / "model.safetensors"))
+    result = bench.main(["--model", str(tmp_path), "--repeats", "1"])
+    s = result["summary"]
+    assert s["matrices"] == 2 and s["m_spec_jaccard"]["min"] == 1.0     # 40 <= EXACT_MAX_DIM
+    assert s["bf16_m_spec_jaccard"]["min"] == min(e["bf16_m_spec_jaccard"]
+                                                  for e in result["entries"])
+    assert s["fast_s_total"] == pytest.approx(sum(e["fast_s"] for e in result["entries"]))
+    with pytest.raises(SystemExit, match="choose one source"):
+        bench.main(["--model", str(tmp_path), "--real"])

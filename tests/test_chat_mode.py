@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from geora.training import rewards
+from geora import rewards
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_FIXTURES = ROOT / "tests" / "fixtures" / "eval"

@@ -12,7 +12,8 @@ import pytest
 from geora.execution import (CodeExecutionRefused, Limits, execute, execute_many, passes,
                              preflight)
 
-UNGUARDED = Limits(guard=False, memory_mb=None)
+# No OS sandbox (bwrap) and no audit hook: what a program does when nothing stops it.
+UNGUARDED = Limits(guard=False, memory_mb=None, runner="guard")
 
 
 @pytest.fixture(autouse=True)
@@ -134,3 +135,154 @@ def test_preflight_checks_the_runner():
         preflight(["pytest"], Limits(memory_mb=16))
     with pytest.raises(ValueError, match="unknown test format 'junit'"):
         preflight(["junit"])
+
+
+# The split jobs (asserts/pytest: solution and tests in separate processes, plain values
+# between them) keep the usual idioms of MBPP/HumanEval/KodCode tests working: printing
+# (capsys), functions of the tests called by the solution, isinstance and == between the
+# solution's own objects included.
+IDIOMS_SOLUTION = '''
+import collections, numpy as np
+
+class BadInput(ValueError):
+    pass
+
+class Stack:
+    def __init__(self):
+        self.items = []
+    def push(self, x):
+        self.items.append(x)
+    def pop(self):
+        if not self.items:
+            raise IndexError("pop from empty stack")
+        return self.items.pop()
+    def __len__(self):
+        return len(self.items)
+
+def check(x):
+    if x < 0:
+        raise BadInput(f"negative: {x}")
+    return x
+
+def sort_in_place(xs):
+    xs.sort()
+
+def squares(n):
+    for i in range(n):
+        yield i * i
+
+def point(x, y):
+    return collections.namedtuple("P", "x y")(x, y)
+
+def counts(s):
+    return collections.Counter(s)
+
+def arr(n):
+    return np.arange(n) * 2
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+def greet(name):
+    print(f"hello {name}")
+
+def apply_twice(fn, x):
+    return fn(fn(x))
+
+def memoize(fn):
+    cache = {}
+    def wrapper(n):
+        if n not in cache:
+            cache[n] = fn(n)
+        return cache[n]
+    return wrapper
+
+from dataclasses import dataclass
+
+@dataclass
+class Point:
+    x: int
+    y: int
+'''
+IDIOMS_TESTS = '''
+import numpy as np
+import pytest
+from solution import *
+
+
+def test_class():
+    s = Stack()
+    s.push(1); s.push(2)
+    assert len(s) == 2 and s.pop() == 2 and s.items == [1]
+
+def test_builtin_exception():
+    with pytest.raises(IndexError, match="empty"):
+        Stack().pop()
+
+def test_own_exception():
+    with pytest.raises(BadInput):
+        check(-1)
+    with pytest.raises(ValueError, match="negative"):
+        check(-2)
+    assert check(3) == 3
+
+def test_in_place():
+    xs = [3, 1, 2]
+    assert sort_in_place(xs) is None
+    assert xs == [1, 2, 3]
+
+def test_generator_and_plain_types():
+    assert list(squares(4)) == [0, 1, 4, 9]
+    assert point(1, 2) == (1, 2)
+    assert counts("aab") == {"a": 2, "b": 1}
+
+def test_numpy():
+    np.testing.assert_array_equal(arr(3), np.array([0, 2, 4]))
+
+def test_files(tmp_path):
+    write(str(tmp_path / "out.txt"), "hi")
+    assert (tmp_path / "out.txt").read_text() == "hi"
+
+def test_printed(capsys):
+    greet("you")
+    assert capsys.readouterr().out == "hello you\\n"
+
+def test_functions_of_the_tests():
+    assert apply_twice(lambda x: x * 3, 2) == 18
+    @memoize
+    def fib(n):
+        return n if n < 2 else fib(n - 1) + fib(n - 2)
+    assert fib(20) == 6765
+
+def test_own_classes():
+    assert isinstance(Stack(), Stack) and not isinstance(3, Stack)
+    assert Point(1, 2) == Point(1, 2) and Point(1, 2) != Point(2, 1)
+    assert Point(1, 2) != (1, 2)
+'''
+
+
+def test_split_jobs_keep_common_test_idioms():
+    r = execute({"mode": "pytest", "solution": IDIOMS_SOLUTION, "test_file": IDIOMS_TESTS})
+    assert (r.status, r.passed, r.total) == ("ok", 10, 10), r
+    r = execute({"mode": "asserts", "solution": IDIOMS_SOLUTION, "setup": "import math",
+                 "tests": ["s = Stack()\ns.push(5)\nassert s.pop() == 5", "assert check(2) == 2",
+                           "assert math.isclose(arr(2)[1], 2.0)", "assert check(-1) == -1"]})
+    assert (r.status, r.passed, r.total) == ("ok", 3, 4), r
+    assert "BadInput: negative: -1" in r.detail   # the first failure, for the logs
+
+
+def test_results_record_names_the_runner_when_code_runs(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from geora.sandbox import code_runner, results_record
+
+    off = OmegaConf.create({"train": {"allow_code_execution": False}, "eval": {"name": "none"}})
+    assert results_record(off) == {}
+    on = OmegaConf.create({"train": {"allow_code_execution": True}, "eval": {}})
+    assert results_record(on)["code_runner"] == code_runner() in ("bwrap", "guard")
+    monkeypatch.setenv("GEORA_CODE_RUNNER", "guard")
+    assert results_record(on)["code_runner"] == "guard"
+    monkeypatch.setenv("GEORA_CODE_RUNNER", "docker")
+    with pytest.raises(ValueError, match=r"\$GEORA_CODE_RUNNER is 'docker'; choose one of"):
+        results_record(on)

@@ -37,7 +37,22 @@ def test_default_is_the_micro_demo():
 def test_every_group_option_composes_and_resolves(group, name):
     cfg = make([f"{group}={name}"])
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
-    assert cfg[group].name == name
+    # a real model's name follows its checkpoint (checkpoint=base, the default: <size>_base)
+    has_checkpoints = group == "model" and (CONF / "model" / name).is_dir()
+    assert cfg[group].name == (f"{name}_base" if has_checkpoints else name)
+
+
+@pytest.mark.parametrize("name", [n for n in names("model") if (CONF / "model" / n).is_dir()])
+def test_every_real_model_has_both_checkpoints(name):
+    """checkpoint=base|post picks conf/model/<size>/<checkpoint>.yaml: the post-trained hub id
+    under post, the pretrained one (or a refusal, for a size with no -Base release) under base."""
+    base, post = (make([f"model={name}", f"checkpoint={c}"]) for c in ("base", "post"))
+    assert (post.model.name, post.model.family) == (name, "post")
+    assert (base.model.name, base.model.family) == (f"{name}_base", "base")
+    assert base.model.arch == post.model.arch and base.model.hub_id != post.model.hub_id
+    assert base.model.hub_id is None or base.model.hub_id.endswith(("-Base", "Qwen2.5-1.5B",
+                                                                    "Llama-3.1-8B"))
+    assert (base.model.hub_id is None) == bool(base.model.get("unavailable"))
 
 
 def test_method_files_match_the_registry():
@@ -72,12 +87,14 @@ def test_launchers_compose_and_import(launcher):
 
 def test_paper_experiment_uses_real_model_and_large_lr():
     cfg = make(["experiment=paper_main_qwen3_8b", "method=fullft"])
-    assert (cfg.model.name, cfg.data.name) == ("qwen3_8b", "deepmath_103k")
+    assert (cfg.model.name, cfg.data.name) == ("qwen3_8b_base", "deepmath_103k")
+    assert cfg.model.hub_id == "Qwen/Qwen3-8B-Base"     # the checkpoint the evidence chose
     assert cfg.train.learning_rate == cfg.method.learning_rate_large
 
 
 @pytest.mark.parametrize("override,choice", [("method=nope", "geora"), ("model=nope", "qwen3_8b"),
-                                             ("data=nope", "micro_math")])
+                                             ("data=nope", "micro_math"),
+                                             ("checkpoint=nope", "post")])
 def test_unknown_name_exits_nonzero_with_choices(override, choice, tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "run.py"), override, f"hydra.run.dir={tmp_path}"],
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -114,7 +131,7 @@ def test_multirun_two_methods_and_a_failing_job(tmp_path):
 
 @pytest.mark.parametrize("overrides,names", [
     (["model=qwen3_4b", "data=micro_math", "train=micro", "eval=none"],
-     ["Qwen/Qwen3-4B", "model.local_path"]),
+     ["Qwen/Qwen3-4B-Base", "model.local_path"]),
     # the model's recipe evaluates the math benchmarks: their data is checked at start
     (["model=qwen3_4b"], ["Maxwell-Jia/AIME_2024", "eval.data_dir"]),
     (["data=deepmath_103k", "model.random_init=true", "model.bundled=null",
@@ -132,4 +149,24 @@ def test_unreachable_hub_fails_fast_with_one_message(overrides, names, tmp_path)
     assert all(n in p.stderr for n in names), p.stderr[-2000:]
     assert "Traceback" not in p.stderr
     assert time.time() - t0 < 90  # seconds of imports, no retries
-    assert (tmp_path / "failure.json").exists()
+    assert not (tmp_path / "failure.json").exists()   # found at the start: nothing written
+
+
+def test_eval_defaults_live_in_one_place():
+    """conf/eval_defaults/common.yaml (every eval file's defaults) and the EvalSettings
+    dataclass (the library's) hold the same defaults, and every eval file uses the former."""
+    import dataclasses
+
+    import yaml
+
+    from geora.evaluation.settings import EvalSettings
+
+    common = yaml.safe_load((ROOT / "conf" / "eval_defaults" / "common.yaml").read_text())
+    library = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING
+                        else f.default) for f in dataclasses.fields(EvalSettings)}
+    interpolated = {"apply_chat_template", "enable_thinking"}   # follow the model's config
+    assert set(common) <= set(library)
+    assert {k: v for k, v in common.items() if k not in interpolated} == \
+        {k: library[k] for k in common if k not in interpolated}
+    for path in (ROOT / "conf" / "eval").glob("*.yaml"):
+        assert "/eval_defaults/common@_here_" in path.read_text(), path.name

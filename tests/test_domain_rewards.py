@@ -14,7 +14,7 @@ import pytest
 
 from geora.data.schemas import SCHEMAS, to_rlvr_row, to_rlvr_rows
 from geora.execution import ALLOW_ENV, CodeExecutionRefused, Limits
-from geora.training.rewards import (REWARDS, CodeReward, check_code_execution_allowed,
+from geora.rewards import (REWARDS, CodeReward, check_code_execution_allowed,
                                     check_reward_columns, choice_reward, final_code_block,
                                     get_rewards)
 

@@ -22,7 +22,8 @@ from geora.evaluation.tasks import utils as task_utils
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 IFEVAL_RESPONSES = json.loads((FIXTURES / "ifeval_responses.json").read_text())
 PAPER_TASKS = ["aime24", "aime25", "math500", "olymmath", "humaneval", "mbpp", "mmlu",
-               "ifeval", "medqa"]
+               "ifeval", "medqa", "medqa_loglik"]
+LETTERS = "ABCD"
 MICRO_TASKS = ["micro_math", "micro_reverse", "micro_sort"]
 
 
@@ -43,6 +44,8 @@ def _completion(task: str, doc: dict, right: bool) -> str:
         return doc["code"] + "\n```" if right else "def unrelated():\n    pass\n```"
     if task == "ifeval":
         return IFEVAL_RESPONSES[str(doc["key"])]["right" if right else "wrong"]
+    if task == "geora_medqa":  # a reasoned, boxed letter, as MedQA training samples it
+        return f"Reasoning... so \\boxed{{{LETTERS[(doc['label'] + (0 if right else 1)) % 4]}}}"
     raise KeyError(task)
 
 
@@ -166,8 +169,10 @@ def test_bad_config_is_named():
 def test_every_eval_config_composes():
     from omegaconf import OmegaConf
 
+    from tests.conftest import eval_group
+
     for path in sorted((Path(__file__).parents[1] / "conf" / "eval").glob("*.yaml")):
-        settings = EvalSettings.from_config(OmegaConf.load(path))
+        settings = EvalSettings.from_config(eval_group(path.stem))
         assert all(t in CATALOG for t in settings.tasks), path.name
 
 
@@ -222,7 +227,7 @@ def test_run_folder_export_matches_the_live_model(tmp_path):
     small = ["eval.tasks=[micro_sort]", "eval.limit=3", "eval.max_gen_toks=6"]
 
     scores = script.evaluate(_compose(small + [f"run_dir={run_dir}"]), tmp_path / "unused")
-    from_export = _completions(run_dir / "evals" / "micro")
+    from_export = _completions(run_dir / "evals" / "micro-limit3")   # a limited one goes beside
     eval_cfg = _compose(small).eval
     assert evaluate_in_memory(peft_model, tok, eval_cfg, tmp_path / "live") == scores
     assert _completions(tmp_path / "live") == from_export
@@ -248,7 +253,9 @@ def test_micro_eval_on_bundled_model_is_in_band(tmp_path):
 
     root = Path(__file__).parents[1] / "conf"
     model, tok = load_model(OmegaConf.load(root / "model" / "micro.yaml"))
-    eval_cfg = OmegaConf.load(root / "eval" / "micro.yaml")
+    from tests.conftest import eval_group
+
+    eval_cfg = eval_group("micro")
     t0 = time.perf_counter()
     scores = evaluate_in_memory(model, tok, eval_cfg, tmp_path)
     wall = time.perf_counter() - t0
@@ -301,7 +308,7 @@ def test_base_record_scores_its_untrained_model(tmp_path):
     run.write_results({"status": "finished", "method": BASE_METHOD, "model": "tiny", "train": None,
                        "eval": {}, "adapter": None, "export": None})
     scores = script.evaluate(_compose(small + [f"run_dir={run.path}"]), tmp_path / "unused")
-    assert run.later_evaluations() == {"micro": scores}
+    assert run.later_evaluations() == {"micro-limit3": scores}   # limited: beside, named
     script.evaluate(_compose(small + [f"model.local_path={base_dir}", "model.bundled=null"]),
                     tmp_path / "plain")
-    assert _completions(run.evaluation("micro")) == _completions(tmp_path / "plain")
+    assert _completions(run.evaluation("micro-limit3")) == _completions(tmp_path / "plain")

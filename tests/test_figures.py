@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from analysis import figures
-from analysis.summary import summarise_updates
+from geora.geometry.summary import summarise_updates
 from analysis.tables import collect_runs
 from geora.linalg import mask_stats
 
@@ -70,6 +70,15 @@ def test_groups_split_by_varying_hyperparameters_and_source_names_runs(sweep):
     assert str(root) in text and "geora n=5" in text and "fullft n=2" in text
 
 
+def test_every_registered_figure_skips_missing_data_with_a_note(tmp_path, capsys):
+    runs = pd.DataFrame([{"method": "lora", "seed": 0, "status": "finished", "lr": 1e-4,
+                          "run_dir": str(tmp_path / "run")}])
+    for name, make in figures.FIGURES.items():
+        assert make(runs, tmp_path / "x", {}) is None, name
+        assert f"skipped {name}:" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())
+
+
 def test_missing_data_is_skipped_with_a_note(tmp_path, capsys):
     runs = pd.DataFrame([{"method": "lora", "seed": 0, "status": "finished", "lr": 1e-4}])
     for make in (figures.s_head_per_layer, figures.nss_per_layer, figures.reward_curves_figure,
@@ -90,8 +99,8 @@ def test_cli_writes_every_run_level_figure(sweep, tmp_path, capsys):
     stats, src = figures.mask_stats_of(runs)
     assert stats is not None and src.endswith("mask_stats.json")
     figures.main([str(root), "--out", str(tmp_path), "--window", "3"])
-    for name in ("s_head_per_layer", "nss_per_layer", "mask_overlap", "reward_curves",
-                 "lr_robustness", "rank_rho_heatmap", "efficiency", "eval_scores"):
+    assert len(figures.FIGURES) >= 8
+    for name in figures.FIGURES:
         for ext in (".png", ".pdf"):
             assert (tmp_path / f"{name}{ext}").stat().st_size > 1000
     assert "wrote" in capsys.readouterr().out

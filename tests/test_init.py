@@ -85,7 +85,7 @@ def test_mask_choice_changes_the_factors():
 
 def test_randomized_close_to_exact():
     w = weight((64, 96), 3)
-    fr, fx = geora_init(w, rank=8), geora_init(w, rank=8, svd="exact")
+    fr, fx = geora_init(w, rank=8, svd="randomized"), geora_init(w, rank=8, svd="exact")
     sr, sx = torch.linalg.svdvals(fr.A), torch.linalg.svdvals(fx.A)   # sqrt(S) each
     assert (sr.pow(2).sum() / sx.pow(2).sum()).item() >= 0.995
 
@@ -116,10 +116,11 @@ def test_random_picks_seeded_nonzero_triplets():
 
 def test_seed_reproducible_on_randomized_path():
     w = weight()
-    assert torch.equal(geora_init(w, rank=8, seed=3).A, geora_init(w, rank=8, seed=3).A)
+    a, b = (geora_init(w, rank=8, seed=3, svd="randomized") for _ in range(2))
+    assert torch.equal(a.A, b.A)
 
 
-# ------------------------------------------------------- the default (randomized) path
+# --------------------------------------- the randomized (Krylov) path; the default by size
 def powerlaw_weight(shape, seed):
     g = torch.Generator().manual_seed(seed)
     k = min(shape)
@@ -135,8 +136,8 @@ def test_default_masks_are_exact_selections(dtype, monkeypatch):
     from geora import linalg
     monkeypatch.setattr(linalg, "KTH_DIRECT_MAX", 0)
     w = weight((96, 160), 6, dtype)
-    f = geora_init(w, rank=8, rho=0.2, seed=1)
-    u, s, vh = linalg.svd_top(w, 8, seed=1)
+    f = geora_init(w, rank=8, rho=0.2, seed=1, svd="randomized")
+    u, s, vh = linalg.svd_top(w, 8, seed=1, method="randomized")
     assert torch.equal(f.mask_euc, bottom_mask(w.float(), 0.2))
     assert torch.equal(f.mask_spec, bottom_mask((u * s) @ vh, 0.2))
 
@@ -145,7 +146,7 @@ def test_default_masks_are_exact_selections(dtype, monkeypatch):
 def test_default_factors_capture_w_geo_energy(spectrum):
     w = powerlaw_weight((256, 384), 7) if spectrum == "powerlaw" else weight((256, 384), 7)
     for niter, ok in ((None, True), (0, False)):
-        f = geora_init(w, rank=16, niter=niter)
+        f = geora_init(w, rank=16, niter=niter, svd="randomized")
         w_geo = w * (f.mask_spec | f.mask_euc)
         top = torch.linalg.svdvals(w_geo)[:16].pow(2).sum()
         q = torch.linalg.qr(f.B).Q
@@ -155,8 +156,24 @@ def test_default_factors_capture_w_geo_energy(spectrum):
 
 def test_default_path_bitwise_reproducible():
     w = powerlaw_weight((120, 200), 8)
-    a, b, c = geora_init(w, rank=8, seed=4), geora_init(w, rank=8, seed=4), geora_init(
-        w, rank=8, seed=5)
+    a, b, c = (geora_init(w, rank=8, seed=s, svd="randomized") for s in (4, 4, 5))
     for key in ("A", "B", "residual", "mask_spec", "mask_euc"):
         assert torch.equal(getattr(a, key), getattr(b, key)), key
     assert not torch.equal(a.A, c.A)
+
+
+def test_auto_is_exact_up_to_exact_max_dim(monkeypatch):
+    """svd="auto" (the default): bitwise the exact path at or below EXACT_MAX_DIM on the
+    short side, bitwise the randomized path above it."""
+    from geora import linalg
+    w = powerlaw_weight((120, 200), 9)
+    keys = ("A", "B", "residual", "mask_spec", "mask_euc")
+    same = lambda f, g: all(torch.equal(getattr(f, k), getattr(g, k)) for k in keys)  # noqa: E731
+    exact, krylov = geora_init(w, rank=8, svd="exact"), geora_init(w, rank=8, svd="randomized")
+    assert not same(exact, krylov)
+    monkeypatch.setattr(linalg, "EXACT_MAX_DIM", 120)
+    assert same(geora_init(w, rank=8), exact) and geora_init(w, rank=8).krylov_steps is None
+    monkeypatch.setattr(linalg, "EXACT_MAX_DIM", 119)
+    assert same(geora_init(w, rank=8), krylov)
+    with pytest.raises(ValueError, match="layer.q: svd='fast'"):
+        geora_init(w, rank=8, svd="fast", where="layer.q")

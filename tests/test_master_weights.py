@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 
 import geora
 from geora.kinds import KINDS
-from geora.training import rewards
+from geora import rewards
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:.*is validated against ConfigStore schema")

@@ -13,10 +13,12 @@ import geora
 from geora.surgery import get_state, lora_layer
 from tests.conftest import build_tiny_qwen3
 
-ALL = ["geora", "geora_random_r", "geora_tail_r", "geora_wo_spec", "geora_wo_euc", "lora",
-       "pissa", "milora", "dora", "adalora", "sparseft", "fullft"]
-RESIDUAL = ["geora", "geora_random_r", "geora_tail_r", "geora_wo_spec", "geora_wo_euc",
-            "pissa", "milora"]
+from geora.kinds import RESIDUAL as RESIDUAL_KIND
+from geora.methods import METHODS
+
+# The method lists follow the registry (by kind); test_registry_names pins its contents.
+ALL = geora.available_methods()
+RESIDUAL = [m for m in ALL if METHODS[m].kind is RESIDUAL_KIND]
 ADAPTER_KEYS = ("lora_A", "lora_B", "lora_E", "lora_magnitude_vector")
 
 
@@ -28,7 +30,10 @@ def prepare(method, **kw):
 
 
 def test_registry_names():
-    assert geora.available_methods() == ALL
+    assert ALL == ["geora", "geora_random_r", "geora_tail_r", "geora_wo_spec", "geora_wo_euc",
+                   "lora", "pissa", "milora", "dora", "adalora", "sparseft", "fullft"]
+    assert RESIDUAL == ["geora", "geora_random_r", "geora_tail_r", "geora_wo_spec",
+                        "geora_wo_euc", "pissa", "milora"]
     with pytest.raises(ValueError, match="unknown method 'loraa'.*geora_tail_r"):
         geora.prepare_model(build_tiny_qwen3(), "loraa")
     with pytest.raises(ValueError, match=r"does not take option\(s\) \['svdd'\]"):
@@ -201,3 +206,31 @@ def test_factorise_on_cuda_write_back_on_cpu(method, tiny_input_ids):
         model = prepare(method, svd_device="cuda").eval()
         assert all(p.device.type == "cpu" for p in model.parameters())
         assert (model(tiny_input_ids).logits - ref).abs().max() <= 1e-5
+
+
+def test_each_method_declares_its_analysis_masks_and_checks_its_own_options():
+    import dataclasses
+
+    from geora.surgery import GeoraState
+    from geora.training.weight_analysis import mask_settings
+
+    def state(method, rho):
+        return GeoraState(method, METHODS[method].kind.name, 16, 16.0, rho, [])
+
+    assert mask_settings(state("geora_wo_euc", 0.2), "auto")["rho"] == 0.2
+    assert mask_settings(state("sparseft", 0.1), "auto")["rho"] == 0.1
+    assert mask_settings(state("pissa", None), "auto") is None
+    assert mask_settings(state("pissa", None), "all")["rho"] == 0.2    # the paper's default
+    # a method that takes rho but does not declare masks is not analysed with GeoRA's
+    ranked = dataclasses.replace(METHODS["geora"], name="ranked_rho", analysis_masks=False)
+    METHODS["ranked_rho"] = ranked
+    try:
+        assert mask_settings(state("ranked_rho", 0.2), "auto") is None
+    finally:
+        del METHODS["ranked_rho"]
+    # option values are checked by the method that takes them; others are refused by name
+    with pytest.raises(ValueError, match=r"method 'geora': seed=1\.5: must be an int"):
+        METHODS["geora"].check_options({"seed": 1.5})
+    with pytest.raises(ValueError, match=r"'fullft' does not take option\(s\) \['seed'\]"):
+        METHODS["fullft"].check_options({"seed": 1})
+    METHODS["sparseft"].check_options({"sparseft_mask": "geora_union", "seed": 3})

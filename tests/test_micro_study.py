@@ -56,8 +56,10 @@ def test_large_evaluation_has_1000_held_out_items_per_task(task):
 
 
 def test_large_evaluation_differs_from_the_small_one_only_in_its_items():
-    small = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "eval" / "micro.yaml"))
-    large = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "eval" / "micro_large.yaml"))
+    from tests.conftest import eval_group
+
+    small = OmegaConf.to_container(eval_group("micro"), resolve=True)
+    large = OmegaConf.to_container(eval_group("micro_large"), resolve=True)
     assert large.keys() == small.keys()
     differ = sorted(k for k in small if small[k] != large[k])
     assert differ == ["in_domain", "name", "tasks"], differ

@@ -31,15 +31,19 @@ def _data_cfg(name, **kw):
     return OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "data" / f"{name}.yaml"), kw)
 
 
-def _training_prompt(tok, data_cfg, question, answer, tmp_path):
-    """What TRL renders for `question` from a data config (its prompt settings unchanged)."""
+def _training_prompt(tok, data_cfg, question, answer, tmp_path, prompt_format="chat"):
+    """What TRL renders for `question` from a data config (its prompt settings unchanged):
+    the chat template over the turns, or (prompt_format="plain") the prompt string as is."""
     from geora.data.loaders import load_data
 
     path = tmp_path / f"{data_cfg.name}.jsonl"
     path.write_text(json.dumps({"question": question, "final_answer": answer}) + "\n")
     cfg = OmegaConf.merge(data_cfg, {"source": "local", "local_path": str(path),
                                      "test_size": 0, "train_size": None})
-    row = load_data(cfg)[0][0]
+    row = load_data(cfg, prompt_format)[0][0]
+    if prompt_format == "plain":
+        assert isinstance(row["prompt"], str)   # TRL's standard (non-chat) format
+        return row["prompt"]
     return tok.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
 
 
@@ -49,8 +53,8 @@ def _evaluation_prompts(model, tok, task, tmp_path, **settings):
     from geora.evaluation.catalog import task_info
 
     cfg = dict(name="prompts", tasks=[task], limit=2, max_gen_toks=2, batch_size=2,
-               repeats=1, apply_chat_template=True, log_samples=True,
-               gen_kwargs={"do_sample": False}, **settings)
+               repeats=1, log_samples=True, gen_kwargs={"do_sample": False},
+               **{"apply_chat_template": True, **settings})
     evaluate_in_memory(model, tok, cfg, tmp_path / task)
     rows = (tmp_path / task / f"samples_{task_info(task).lm_task}.jsonl").read_text()
     return [(json.loads(r)["doc"], json.loads(r)["prompt"]) for r in rows.splitlines()]
@@ -85,6 +89,26 @@ def test_training_and_evaluation_prompts_are_the_same_string(micro, tmp_path):
         assert other != prompt
     # DeepMath's prompt carries the \boxed{} instruction, the micro one does not
     assert "\\boxed{}" in first["math500"] and "\\boxed{}" not in first["micro_math"]
+
+
+def test_plain_prompts_are_the_same_string_in_training_and_evaluation(micro, tmp_path):
+    """model.prompt_format=plain (a pretrained model with untrained chat tokens, e.g.
+    Llama-3.1-8B base): training gets the bare user text, and lm-eval with
+    apply_chat_template=false (eval follows model.prompt_format) feeds the same string."""
+    model, tok = micro
+    evaluated = _evaluation_prompts(model, tok, "math500", tmp_path, data_dir=str(FIXTURES),
+                                    apply_chat_template="plain")
+    assert evaluated
+    for doc, prompt in evaluated:
+        trained = _training_prompt(tok, _data_cfg("deepmath_103k"), doc["problem"],
+                                   doc["answer"], tmp_path, prompt_format="plain")
+        assert trained == prompt and "<|im_start|>" not in prompt, (trained, prompt)
+        chat = _training_prompt(tok, _data_cfg("deepmath_103k"), doc["problem"], doc["answer"],
+                                tmp_path)
+        assert chat != prompt and trained in chat   # the comparison can fail
+    with pytest.raises(ValueError, match="needs a chat template; model.prompt_format='plain'"):
+        _training_prompt(tok, _data_cfg("deepmath_103k", system_prompt="Be brief."), "1+1?",
+                         "2", tmp_path, prompt_format="plain")
 
 
 def test_the_math_instruction_is_written_once():

@@ -23,11 +23,17 @@ CONF = ROOT / "conf"
 pytestmark = pytest.mark.filterwarnings("ignore:.*is validated against ConfigStore schema")
 
 MATH = ["aime24", "aime25", "math500", "olymmath"]
-QWEN3_8B = {"qwen3_8b": "Qwen/Qwen3-8B"}
-QWEN3_4B = {"qwen3_4b": "Qwen/Qwen3-4B"}
-SIZES = {"qwen2_5_1_5b": "Qwen/Qwen2.5-1.5B-Instruct", "qwen3_4b": "Qwen/Qwen3-4B",
-         "qwen3_8b": "Qwen/Qwen3-8B", "qwen3_14b": "Qwen/Qwen3-14B",
-         "qwen3_32b": "Qwen/Qwen3-32B", "llama3_1_8b": "meta-llama/Llama-3.1-8B-Instruct"}
+# The pretrained checkpoints (checkpoint=base, the default; docs/protocol.md). Qwen3-32B has
+# no -Base release, so the pretrained size ladder ends at 14B.
+QWEN3_8B = {"qwen3_8b_base": "Qwen/Qwen3-8B-Base"}
+QWEN3_4B = {"qwen3_4b_base": "Qwen/Qwen3-4B-Base"}
+SIZES = {"qwen2_5_1_5b_base": "Qwen/Qwen2.5-1.5B", "qwen3_4b_base": "Qwen/Qwen3-4B-Base",
+         "qwen3_8b_base": "Qwen/Qwen3-8B-Base", "qwen3_14b_base": "Qwen/Qwen3-14B-Base",
+         "llama3_1_8b_base": "meta-llama/Llama-3.1-8B"}
+# checkpoint=post: the post-trained ones, Qwen3 in non-thinking mode.
+POST = {"qwen3_8b": "Qwen/Qwen3-8B", "qwen3_4b": "Qwen/Qwen3-4B", "qwen3_32b": "Qwen/Qwen3-32B",
+        "qwen2_5_1_5b": "Qwen/Qwen2.5-1.5B-Instruct", "qwen3_14b": "Qwen/Qwen3-14B",
+        "llama3_1_8b": "meta-llama/Llama-3.1-8B-Instruct"}
 ABLATIONS = ["geora", "geora_random_r", "geora_tail_r", "geora_wo_spec", "geora_wo_euc"]
 
 # Written out by hand from the paper (not read from the configs), so that a config that
@@ -42,7 +48,9 @@ PAPER = {
         tasks=MATH, sweep={"method": ABLATIONS},
         repeats={"aime24": 8, "aime25": 8, "math500": 2, "olymmath": 4}),
     "paper_medical_qwen3_8b": dict(
-        models=QWEN3_8B, data="medqa", rewards=["choice"], eval="medical", tasks=["medqa"],
+        # MedQA as trained (generative), the log-likelihood reading beside it
+        models=QWEN3_8B, data="medqa", rewards=["choice"], eval="medical",
+        tasks=["medqa", "medqa_loglik"],
         sweep={"method": ["base", "lora", "geora"]}),
     "paper_code_qwen3_8b": dict(
         models=QWEN3_8B, data="kodcode_light_rl_10k", rewards=["code"], eval="code",
@@ -57,7 +65,8 @@ PAPER = {
         method="geora"),
     "paper_sizes": dict(
         models=SIZES, data="deepmath_103k", rewards=["accuracy"], eval="paper_math", tasks=MATH,
-        sweep={"model": list(SIZES), "method": ["base", "lora", "pissa", "milora", "geora"]}),
+        sweep={"model": [m.removesuffix("_base") for m in SIZES],
+               "method": ["base", "lora", "pissa", "milora", "geora"]}),
 }
 # The learning rate train=paper gives each method (method.learning_rate_large).
 PAPER_LR = {"fullft": 1e-6, "sparseft": 1e-6}
@@ -110,9 +119,14 @@ def test_every_job_of_a_paper_experiment_composes_to_its_table(experiment):
         assert (cfg.data.name, list(cfg.train.rewards)) == (want["data"], want["rewards"]), where
         assert cfg.eval.name == want["eval"] and list(cfg.eval.tasks) == want["tasks"], where
         assert (cfg.train.name, cfg.device, cfg.eval_before) == ("paper", "auto", False), where
-        # one chat mode: Qwen3 non-thinking, the others' templates have no switch
-        thinking = False if cfg.model.name.startswith("qwen3") else None
+        # one chat mode: a pretrained checkpoint has no thinking switch (nothing is passed to
+        # its template); one prompt format, the model's, in training and evaluation
+        assert cfg.model.family == "base", where
+        thinking = None
         assert cfg.model.enable_thinking is thinking and cfg.eval.enable_thinking is thinking, where
+        plain = cfg.model.name == "llama3_1_8b_base"   # untrained chat tokens: plain prompt
+        assert cfg.model.prompt_format == ("plain" if plain else "chat"), where
+        assert cfg.eval.apply_chat_template == cfg.model.prompt_format, where
         length = for_chat_mode(cfg.train.max_completion_length, thinking, "max_completion_length")
         assert length == 4096, where
         # nothing runs model-written code unless the command line opts in
@@ -146,8 +160,8 @@ def test_the_users_own_command_gets_the_papers_recipe():
     on DeepMath-103K with train=paper and scores the math benchmarks, on the GPU."""
     for cfg in compose_all([[f"method={m}", "model=qwen3_4b"] for m in ("geora", "pissa", "milora")]):
         assert (cfg.model.hub_id, cfg.data.name, cfg.train.name, cfg.eval.name, cfg.device) == (
-            "Qwen/Qwen3-4B", "deepmath_103k", "paper", "paper_math", "auto")
-        assert cfg.train.learning_rate == ADAPTER_LR and cfg.eval.enable_thinking is False
+            "Qwen/Qwen3-4B-Base", "deepmath_103k", "paper", "paper_math", "auto")
+        assert cfg.train.learning_rate == ADAPTER_LR and cfg.eval.enable_thinking is None
     # ... what the command line names still wins, and the micro demo stays the micro demo
     mixed, demo = compose_all([["model=qwen3_4b", "data=micro_math", "eval=micro"], []])
     assert (mixed.data.name, mixed.train.name, mixed.eval.name) == ("micro_math", "paper", "micro")
@@ -156,10 +170,11 @@ def test_the_users_own_command_gets_the_papers_recipe():
 
 
 def test_evaluate_script_config_follows_the_model():
-    base, ood = compose_all([["model=qwen3_8b"], ["model=qwen3_8b", "eval=paper_ood"]],
-                            config_name="evaluate")
-    assert (base.eval.name, base.eval.enable_thinking, base.device) == ("paper_math", False, "auto")
-    assert (ood.eval.name, ood.eval.enable_thinking) == ("paper_ood", False)
+    base, ood, post = compose_all([["model=qwen3_8b"], ["model=qwen3_8b", "eval=paper_ood"],
+                                   ["model=qwen3_8b", "checkpoint=post"]], config_name="evaluate")
+    assert (base.eval.name, base.eval.enable_thinking, base.device) == ("paper_math", None, "auto")
+    assert (ood.eval.name, ood.eval.enable_thinking) == ("paper_ood", None)
+    assert (post.model.hub_id, post.eval.enable_thinking) == ("Qwen/Qwen3-8B", False)
 
 
 def test_paper_main_eval_is_paper_math_plus_paper_ood_with_their_settings():
@@ -189,7 +204,9 @@ def test_paper_main_eval_is_paper_math_plus_paper_ood_with_their_settings():
 
 
 def test_paper_ablation_eval_is_paper_math_with_other_sample_counts():
-    ablation, math = (OmegaConf.load(CONF / "eval" / f"{n}.yaml") for n in ("paper_ablation", "paper_math"))
+    from tests.conftest import eval_group
+
+    ablation, math = (eval_group(n) for n in ("paper_ablation", "paper_math"))
     differ = {k for k in set(ablation) | set(math) if ablation.get(k) != math.get(k)}
     assert differ == {"name", "repeats"}
 
@@ -212,3 +229,35 @@ def test_the_ablation_avg_is_the_mean_of_the_four_math_scores():
     with_reward = {m: (sum(s[b] for b in ("AIME24", "AIME25", "MATH500", "OlymMATH")) + s["Reward"]) / 5
                    for m, s in by.items()}
     assert all(abs(by[m]["Avg"] - v) > 4 for m, v in with_reward.items())
+
+
+@pytest.mark.parametrize("experiment", sorted(PAPER))
+def test_checkpoint_post_is_one_word_away(experiment):
+    """`checkpoint=post` runs every paper experiment on the post-trained checkpoints, Qwen3 in
+    non-thinking mode, with the same data, evaluation and sweep."""
+    sweep = sweep_of(experiment)
+    job = covering_jobs(sweep)[0]
+    base, post = compose_all([[f"experiment={experiment}", *extra,
+                               *(f"{k}={v}" for k, v in job.items())]
+                              for extra in ([], ["checkpoint=post"])])
+    assert post.model.name == base.model.name.removesuffix("_base")
+    assert post.model.hub_id == POST[post.model.name] and post.model.family == "post"
+    thinking = False if post.model.name.startswith("qwen3") else None
+    assert post.model.enable_thinking is thinking and post.eval.enable_thinking is thinking
+    assert post.model.prompt_format == "chat" and post.eval.apply_chat_template == "chat"
+    assert (post.data.name, post.eval.name, post.method.name) == (
+        base.data.name, base.eval.name, base.method.name)
+    check_config(post)
+
+
+def test_qwen3_32b_has_no_base_checkpoint_and_says_so():
+    """The paper's size study names 32B; Qwen3-32B-Base was never released: checkpoint=base
+    refuses it in one line, checkpoint=post (or random weights) runs it."""
+    base, post, shapes = compose_all([["model=qwen3_32b"], ["model=qwen3_32b", "checkpoint=post"],
+                                      ["model=qwen3_32b", "model.random_init=true"]])
+    with pytest.raises(ValueError, match=r"^model 'qwen3_32b_base': Qwen3-32B-Base has no public "
+                                         r"release; use checkpoint=post"):
+        check_config(base)
+    check_config(post)
+    check_config(shapes)
+    assert "qwen3_32b" not in sweep_of("paper_sizes")["model"]

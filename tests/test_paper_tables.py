@@ -10,7 +10,7 @@ import torch
 from table_runs import write_run
 
 from analysis.paper_tables import build_table
-from analysis.summary import summarise_updates
+from geora.geometry.summary import summarise_updates
 from analysis.tablekit import ratio_interval
 from analysis.tables import collect_runs
 from geora.linalg import mask_stats
@@ -103,6 +103,13 @@ def test_lr_table_one_column_per_learning_rate_and_no_mixing(tmp_path):
     assert cell(table, "GeoRA [rank=8]", "lr=0.0005", section=reward)["text"] == "0.000 (n=1)"
     assert cell(table, "GeoRA [rank=16]", "lr=0.0001", section=reward)["text"] == "missing"
     assert cell(table, "MiLoRA", "lr=0.0001", section=reward)["text"] == "missing"
+    # FullFT: no row in a block that never ran it (paper_lr_qwen3_4b sweeps the adapters) ...
+    assert "FullFT" not in set(table.frame().row)
+    # ... and its row where it ran (the micro lr study)
+    write_run(tmp_path, "fullft", 0, {"math500": 50.0}, lr=5e-4, train={"reward_end": 0.5},
+              model="micro", data="micro_math")
+    table = build_table("lr", collect_runs(tmp_path))
+    assert cell(table, "FullFT", "lr=0.0005", section=reward)["text"] == "0.500 (n=1)"
 
 
 # -------------------------------------------------------------------------------- sizes
@@ -156,13 +163,17 @@ def test_analysis_table_shows_the_overall_summary_beside_the_papers_values(tmp_p
     assert ours["n"] == 2
     chance = cell(table, "PiSSA", "either (default)", "chance", section="S_Head")
     assert chance["value"] == pytest.approx(mean("pissa", lambda a, _: a["overall"]["s_head_chance"]["either"]))
-    assert cell(table, "PiSSA", "either (default)", "paper", section="S_Head")["text"] == "0.98"
-    assert cell(table, "GeoRA", "either (default)", "paper", section="S_Head")["text"] == "≤ 0.02"
+    # the paper's S_Head and NSS carry the mark of an unknown definition, and the legend says so
+    assert cell(table, "PiSSA", "either (default)", "paper", section="S_Head")["text"] == "0.98 †"
+    assert cell(table, "PiSSA", "either (default)", "paper", section="S_Head")["value"] == 0.98
+    assert cell(table, "GeoRA", "either (default)", "paper", section="S_Head")["text"] == "≤ 0.02 †"
+    assert any("no definition of S_Head or NSS" in line and "not a result" in line
+               for line in table.legend)
     assert cell(table, "GeoRA", "two_sided", section="S_Head")["value"] == pytest.approx(
         mean("geora", lambda a, _: a["overall"]["s_head"]["two_sided"]))
     nss = "NSS and update sparsity"
     for scope in ("full", "topk", "delta"):
-        assert cell(table, "GeoRA", f"NSS {scope}", "paper", section=nss)["text"] == "0.092"
+        assert cell(table, "GeoRA", f"NSS {scope}", "paper", section=nss)["text"] == "0.092 †"
         assert cell(table, "PiSSA", f"NSS {scope}", section=nss)["value"] == pytest.approx(
             mean("pissa", lambda a, _: a["overall"]["nss"][scope]))
     masks = "Masks (GeoRA family)"
@@ -175,3 +186,15 @@ def test_analysis_table_shows_the_overall_summary_beside_the_papers_values(tmp_p
     assert union["value"] == pytest.approx(mean("geora", lambda a, _: a["overall"]["masks"]["union"]["updated_in_mask_chance"]))
     assert "PiSSA" not in set(table.frame().query("section == @masks").row)
     assert cell(table, "LoRA", "either (default)", section="S_Head")["text"] == "missing"
+
+
+def test_the_papers_model_is_either_checkpoint_and_they_stay_apart(tmp_path):
+    """The main table shows the paper's model under checkpoint=base (qwen3_8b_base, the
+    default) and checkpoint=post (qwen3_8b), each in its own block; another model is noted."""
+    write_run(tmp_path, "geora", 0, {"aime24": 20.0}, model="qwen3_8b_base")
+    write_run(tmp_path, "geora", 0, {"aime24": 30.0}, model="qwen3_8b")
+    write_run(tmp_path, "geora", 0, {"aime24": 5.0}, model="qwen3_14b_base")
+    table = build_table("main", collect_runs(tmp_path))
+    assert set(table.frame().block) == {"model=qwen3_8b, data=deepmath_103k",
+                                        "model=qwen3_8b_base, data=deepmath_103k"}
+    assert any("qwen3_14b_base" in note for note in table.notes)

@@ -1,4 +1,4 @@
-"""The premise measurements (geora/premise.py), the results.json section and the geometry
+"""The premise measurements (geora/geometry/premise.py), the results.json section and the geometry
 callback (geora/training/geometry.py), on constructed matrices and tiny models.
 
     .venv/bin/python -m pytest -q tests/test_premise.py
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import geora
-from analysis import metrics
-from geora import premise
+from geora.geometry import metrics
+from geora.geometry import premise
 from geora.training.geometry import GeometryCallback
 from geora.training.weight_analysis import AnalysisSettings, analyse_model, results_record
 from tests.conftest import build_tiny_qwen3
@@ -45,7 +45,7 @@ def test_capture_of_constructed_updates():
 
 
 def test_reach_of_the_head_is_s_head_either():
-    """The identity the callback relies on, against analysis.metrics' own S_Head."""
+    """The identity the callback relies on, against geora.geometry.metrics' own S_Head."""
     g = torch.Generator().manual_seed(1)
     w0, dw = torch.randn(20, 14, generator=g), torch.randn(20, 14, generator=g)
     u, v = metrics.head_subspace(w0, 4)
@@ -190,7 +190,7 @@ def test_the_callback_on_an_adapter_logs_no_capture(tmp_path):
 
 def test_a_fullft_run_writes_geometry_records_and_its_premise(tmp_path, monkeypatch):
     """The issue's "done when" at tiny size: train.max_steps=4, analysis.track_every=2."""
-    from geora.training import rewards
+    from geora import rewards
     from geora.training.pipeline import train
     from tests.test_analysis_step import config
 

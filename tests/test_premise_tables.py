@@ -11,7 +11,7 @@ from analysis import render
 from analysis.premise import geometry_cost, premise_frame, premise_per_part, build_premise
 from analysis.runs import collect_runs
 from analysis.tables import main as tables_main
-from geora.premise import premise_summary
+from geora.geometry.premise import premise_summary
 from geora.training.rundir import RunFolder
 
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from geora.training.rewards import REWARDS, accuracy_reward, format_reward, get_rewards
+from geora.rewards import REWARDS, accuracy_reward, format_reward, get_rewards
 
 
 def chat(text):

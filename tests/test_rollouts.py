@@ -199,7 +199,7 @@ def test_trls_own_vllm_sync_drifts_in_bf16_and_exact_merge_does_not():
 # ------------------------------------------------------------------- GRPOTrainer hook
 def test_fast_rollout_trainer_generates_with_merged_weights(tmp_path):
     from tests.test_training import config, dataset, length_reward, tokenizer
-    from geora.training import rewards
+    from geora import rewards
     from geora.training.grpo import grpo_config
     from geora.training.rollouts import FastRolloutGRPOTrainer
 

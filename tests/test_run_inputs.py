@@ -1,8 +1,8 @@
 """What a run needs is checked at its start, and the Base row is one evaluation.
 
 - Bad input (a task the run cannot evaluate, data without the columns its reward reads, code
-  execution without opt-in) stops before anything is written: the run folder then holds
-  only run.py's failure record.
+  execution without opt-in) stops before anything is written: the run folder stays empty
+  (a failure is recorded only once a run has claimed its folder: tests/test_reliability.py).
 - `method=base` evaluates the untrained model once (no preparation, no training) and writes
   the record analysis.tables reads as the Base row.
 - Domain data flows through the schema converters (data.schema, data.files); evaluation
@@ -12,14 +12,13 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 
 from geora.execution import CodeExecutionRefused
-from geora.training.pipeline import record_failure, train
+from geora.training.pipeline import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_FIXTURES = ROOT / "tests" / "fixtures" / "train"
@@ -38,13 +37,10 @@ def config(*overrides):
 
 
 def fails_at_start(cfg, run_dir: Path, exc, match: str) -> None:
-    """The run raises `exc` naming the setting, and after run.py's failure record the folder
-    holds that record and nothing else."""
-    with pytest.raises(exc, match=match) as info:
+    """The run raises `exc` naming the setting and writes nothing into its folder."""
+    with pytest.raises(exc, match=match):
         train(cfg, run_dir)
-    record_failure(run_dir, cfg, info.value)   # what run.py does with it
-    assert sorted(p.name for p in run_dir.iterdir()) == ["failure.json", "results.json"]
-    assert json.loads((run_dir / "results.json").read_text())["status"] == "failed"
+    assert not run_dir.exists() or list(run_dir.iterdir()) == []
 
 
 @pytest.mark.parametrize("overrides,exc,match", [
@@ -67,7 +63,7 @@ def fails_at_start(cfg, run_dir: Path, exc, match: str) -> None:
     # a base job with nothing to evaluate
     (["method=base", "eval=none"], ValueError, r"method=base only evaluates.*eval=none has no tasks"),
 ])
-def test_bad_input_stops_at_start_leaving_only_the_failure_record(overrides, exc, match, tmp_path):
+def test_bad_input_stops_at_start_writing_nothing(overrides, exc, match, tmp_path):
     fails_at_start(config(*TINY, *overrides), tmp_path / "job", exc, match)
 
 

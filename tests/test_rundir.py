@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from analysis.tables import collect_runs, summary_table
 from geora.evaluation.harness import SUMMARY_FILE
-from geora.training import rewards
+from geora import rewards
 from geora.training.rundir import AFTER, BEFORE, RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,13 +70,13 @@ def test_a_run_its_later_evaluation_the_table_and_clearing(tmp_path):
              f"run_dir={run.path}"]
     scores = _evaluate_script().evaluate(_compose("evaluate", later), tmp_path / "unused")
     assert not (tmp_path / "unused").exists()
-    assert run.later_evaluations() == {"micro": scores}
+    assert run.later_evaluations() == {"micro-limit1": scores}   # limited: its own folder
     # ... where the tables find it: its own columns, and eval.<task> for a new task
     row = collect_runs(tmp_path).iloc[0]
-    assert row["evals.micro.micro_reverse"] == scores["micro_reverse"]
+    assert row["evals.micro-limit1.micro_reverse"] == scores["micro_reverse"]
     assert row["eval.micro_reverse"] == scores["micro_reverse"]
     assert row["eval.micro_sort"] == results["eval"]["micro_sort"]       # training's stays
-    assert "evals.micro.micro_reverse" in summary_table(collect_runs(tmp_path)).columns
+    assert "evals.micro-limit1.micro_reverse" in summary_table(collect_runs(tmp_path)).columns
     with pytest.raises(ValueError, match="reserved"):
         _evaluate_script().evaluate(_compose("evaluate", later + ["eval.name=after"]), tmp_path)
 

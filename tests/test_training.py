@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import geora
-from geora.training import rewards
+from geora import rewards
 from geora.training.grpo import build_trainer
 from geora.training.pipeline import frozen_snapshot, frozen_unchanged
 from tests.conftest import build_tiny_qwen3

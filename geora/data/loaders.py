@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from geora.data.schemas import get_schema, to_rlvr_rows
-from geora.prompts import chat_prompt
+from geora.prompts import prompt_for
 
 DEFAULT_SCHEMA = "deepmath"
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -38,7 +38,11 @@ FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 def _json_records(path: Path) -> list[dict]:
     """A .jsonl file, or a .json file holding a list of records or (as many hub data sets
     ship it) one record per line."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:   # binary or another encoding: name the file
+        raise ValueError(f"cannot read {path}: not UTF-8 text (byte {e.start}: "
+                         f"{e.reason}); a data file is JSON lines, JSON or parquet") from None
     if path.suffix == ".json":
         try:
             data = json.loads(text)
@@ -67,7 +71,11 @@ def _read_file(path: Path, required: Iterable[str] = ()) -> list[dict]:
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        records = pq.read_table(path).to_pylist()
+        try:
+            records = pq.read_table(path).to_pylist()
+        except Exception as e:   # pyarrow's errors name no file
+            raise ValueError(f"cannot read {path} as parquet: {type(e).__name__}: "
+                             f"{str(e)[:200]}") from None
     elif path.suffix in (".jsonl", ".json"):
         records = _json_records(path)
     else:
@@ -135,8 +143,10 @@ def _records_of(cfg: Mapping[str, Any], required: tuple[str, ...]) -> list[dict]
                      "choose micro, hub or local")
 
 
-def _to_dataset(records: list[dict], cfg: Mapping[str, Any], schema: str):
-    """Training rows: the schema's conversion, then the chat prompt."""
+def _to_dataset(records: list[dict], cfg: Mapping[str, Any], schema: str,
+                prompt_format: str = "chat"):
+    """Training rows: the schema's conversion, then the prompt (chat turns, or the plain
+    user text for prompt_format="plain")."""
     from datasets import Dataset
 
     # Reference solutions (DeepMath's r1_solution_1..3, several KB each) are not needed
@@ -146,12 +156,14 @@ def _to_dataset(records: list[dict], cfg: Mapping[str, Any], schema: str):
     rows = to_rlvr_rows(schema, kept, suffix=cfg.get("prompt_suffix"),
                         where=f"data {cfg.get('name')!r}")
     for row in rows:
-        row["prompt"] = chat_prompt(row.pop("prompt_text"), "", cfg.get("system_prompt"))
+        row["prompt"] = prompt_for(row.pop("prompt_text"), "", cfg.get("system_prompt"),
+                                   prompt_format)
     return Dataset.from_list(rows)
 
 
-def load_data(cfg: Mapping[str, Any]):
-    """(train, test) `datasets.Dataset`s for a `data` config (conf/data/*.yaml or a dict)."""
+def load_data(cfg: Mapping[str, Any], prompt_format: str = "chat"):
+    """(train, test) `datasets.Dataset`s for a `data` config (conf/data/*.yaml or a dict);
+    prompt_format: the model's (model.prompt_format), chat turns or plain text."""
     schema = str(cfg.get("schema") or DEFAULT_SCHEMA)
     required = get_schema(schema).required     # an unknown schema fails before any reading
     seed = int(cfg.get("seed", 0))
@@ -179,4 +191,5 @@ def load_data(cfg: Mapping[str, Any]):
         train = [records[i] for i in order[test_size:]]
         if train_size is not None:
             train = train[:int(train_size)]
-    return _to_dataset(train, cfg, schema), _to_dataset(test, cfg, schema)
+    return (_to_dataset(train, cfg, schema, prompt_format),
+            _to_dataset(test, cfg, schema, prompt_format))

@@ -120,7 +120,7 @@ class Schema:
     name: str
     required: tuple[str, ...]
     convert: Callable[[Mapping[str, Any], str | None, str], dict[str, Any]]
-    reward: str          # the reward (geora.training.rewards.REWARDS) its gold is made for
+    reward: str          # the reward (geora.rewards.REWARDS) its gold is made for
 
 
 SCHEMAS: dict[str, Schema] = {s.name: s for s in (

@@ -11,7 +11,7 @@ HumanEval/MBPP built-ins need a hub-fetched metric.
 
 Headline metrics and sample counts follow what the paper's printed scores admit
 (scripts/paper_granularity.py): AIME avg@8, MATH500 one sample, OlymMATH avg@4, HumanEval
-and MBPP pass@1, MMLU and MedQA accuracy. IFEval's scores fit none of its four readings, so
+and MBPP pass@1, MMLU accuracy, MedQA accuracy (one greedy answer, as trained). IFEval's scores fit none of its four readings, so
 all four are recorded (`extra_metrics`) and prompt-level strict is the headline.
 """
 from __future__ import annotations
@@ -22,6 +22,8 @@ from pathlib import Path
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 AVG = "avg_at_k,all_samples"  # headline key of our generative tasks: metric,filter
 PASS = ("pass_at_k,all_samples",)  # ... and the share of items with at least one success
+# A MedQA record: the question and its options (the training data's required columns).
+MEDQA_COLUMNS = ("sent1", "ending0", "ending1", "ending2", "ending3", "label")
 IFEVAL_READINGS = ("prompt_level_loose_acc,none", "inst_level_strict_acc,none",
                    "inst_level_loose_acc,none")
 
@@ -46,6 +48,9 @@ class TaskInfo:
     # Scored by log-likelihoods of the options, not by a generated answer: lm-eval refuses
     # such tasks in thinking mode.
     loglikelihood: bool = False
+    # Columns every record of a local file (eval.data_dir) must have, checked before any
+    # model is loaded (a MedQA file without its options is named, not scored as zeros).
+    required_columns: tuple[str, ...] = ()
 
 
 def _math(name, label, hub_id, split, config=None):
@@ -67,9 +72,16 @@ CATALOG: dict[str, TaskInfo] = {t.name: t for t in (
              loglikelihood=True),
     TaskInfo("ifeval", "IFEval", "ifeval", "prompt_level_strict_acc,none", "google/IFEval",
              None, {"train": "ifeval.jsonl"}, extra_metrics=IFEVAL_READINGS),
-    TaskInfo("medqa", "MedQA", "medqa_4options", "acc,none",
+    # MedQA as trained: the training prompt, one greedy answer, the `choice` parser
+    # (tasks/geora_medqa.yaml); the domains table's number. Its log-likelihood reading
+    # (lm-eval's medqa_4options: "Question: ... Answer:" and the letters' likelihoods) is an
+    # extra score on the same 1,273 questions.
+    TaskInfo("medqa", "MedQA", "geora_medqa", AVG, "GBaker/MedQA-USMLE-4-options-hf", None,
+             {"test": "medqa.jsonl"}, required_columns=MEDQA_COLUMNS),
+    TaskInfo("medqa_loglik", "MedQA (log-lik.)", "medqa_4options", "acc,none",
              "GBaker/MedQA-USMLE-4-options-hf", None, {"test": "medqa.jsonl"},
-             extra_metrics=("acc_norm,none",), loglikelihood=True),
+             extra_metrics=("acc_norm,none",), loglikelihood=True,
+             required_columns=MEDQA_COLUMNS),
     TaskInfo("micro_math", "micro math", "geora_micro_math", AVG),
     TaskInfo("micro_reverse", "micro reverse", "geora_micro_reverse", AVG),
     TaskInfo("micro_sort", "micro sort", "geora_micro_sort", AVG),

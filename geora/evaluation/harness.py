@@ -177,7 +177,7 @@ def _thinking_args(settings: EvalSettings) -> dict[str, Any]:
     """lm-eval's chat-mode arguments: enable_thinking for the template, and with thinking on
     the end-of-thinking marker (default: the one the training rewards cut at), so that only
     the answer is scored."""
-    from geora.training.rewards import THINK_END
+    from geora.rewards import THINK_END
 
     args = {}
     if settings.enable_thinking is not None:

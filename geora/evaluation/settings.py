@@ -48,13 +48,24 @@ def _repeats(v: Any, where: str) -> int | dict[str, int] | None:
     return out
 
 
+def _chat_template(value, where: str) -> bool:
+    """eval.apply_chat_template: true/false, or the model's prompt format ("chat" / "plain",
+    what conf/eval/*.yaml interpolate from model.prompt_format)."""
+    if value in (True, "chat"):
+        return True
+    if value in (False, "plain"):
+        return False
+    raise ValueError(f"eval.apply_chat_template={value!r} {where}: expected true, false, "
+                     f"'chat' or 'plain'")
+
+
 @dataclass(frozen=True)
 class EvalSettings:
     name: str = "custom"
     tasks: tuple[str, ...] = ()
     in_domain: tuple[str, ...] = ()
     backend: str = "hf"
-    batch_size: int = 8
+    batch_size: int = 16
     limit: int | None = None
     data_dir: str | None = None
     apply_chat_template: bool = True
@@ -68,6 +79,9 @@ class EvalSettings:
     enable_thinking: bool | None = None   # Qwen3 chat templates; None = the template's default
     think_end_token: str | None = None    # e.g. "</think>": score only what follows it
     num_threads: int | None = None        # torch CPU threads during the evaluation; None = as is
+    # scripts/evaluate.py only: replace a run's evaluation made with other settings
+    # (conf/evaluate.yaml); the harness itself never reads it.
+    overwrite: bool = False
 
     def repeats_for(self, task: str) -> int | None:
         """The k of a sampled task: eval.repeats (for all, or this task's entry) or None
@@ -121,7 +135,8 @@ class EvalSettings:
         gen_kwargs = dict(raw.get("gen_kwargs") or {})
         return cls(name=name, tasks=tasks, in_domain=in_domain, backend=backend,
                    batch_size=ints["batch_size"] or 1, limit=ints["limit"], data_dir=data_dir,
-                   apply_chat_template=bool(raw.get("apply_chat_template", True)),
+                   apply_chat_template=_chat_template(raw.get("apply_chat_template", True),
+                                                      where),
                    gen_kwargs=gen_kwargs, repeats=repeats,
                    max_gen_toks=ints["max_gen_toks"],
                    allow_code_execution=bool(raw.get("allow_code_execution", False)),
@@ -129,7 +144,8 @@ class EvalSettings:
                    log_samples=bool(raw.get("log_samples", True)), seed=int(raw.get("seed", 0)),
                    enable_thinking=thinking,
                    think_end_token=raw.get("think_end_token"),
-                   num_threads=ints["num_threads"])
+                   num_threads=ints["num_threads"],
+                   overwrite=bool(raw.get("overwrite", False)))
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple)

@@ -35,8 +35,8 @@ def refuse_code_execution(settings: EvalSettings) -> None:
     if code and not settings.allow_code_execution:
         raise CodeExecutionRefused(
             f"tasks {code} run model-written Python to score it; this is off by default. "
-            f"Allow it with eval.allow_code_execution=true (it runs in a subprocess with "
-            f"your user's rights; {ALLOW_ENV}=1 is set for the run).")
+            f"Allow it with eval.allow_code_execution=true (it runs in bubblewrap where "
+            f"installed, else a guarded subprocess; {ALLOW_ENV}=1 is set for the run).")
 
 
 def local_file(info: TaskInfo, data_dir: str, split: str) -> Path:
@@ -45,7 +45,27 @@ def local_file(info: TaskInfo, data_dir: str, split: str) -> Path:
         raise FileNotFoundError(
             f"task {info.name!r}: eval.data_dir={data_dir!r} has no {info.local_files[split]} "
             f"(a JSON-lines file in the columns of the hub data set {info.hub_id!r})")
+    _check_columns(info, path)
     return path
+
+
+def _check_columns(info: TaskInfo, path: Path) -> None:
+    """Every record of `path` has info.required_columns, else one line naming the file."""
+    if not info.required_columns:
+        return
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                doc = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: not JSON ({e.msg})") from None
+            missing = [c for c in info.required_columns if not isinstance(doc, dict) or c not in doc]
+            if missing:
+                raise ValueError(f"{path}:{i}: a {info.label} record needs "
+                                 f"{', '.join(missing)} (task {info.name!r} reads "
+                                 f"{', '.join(info.required_columns)})")
 
 
 def _only_subject(dataset, column: str, value: str):

@@ -61,7 +61,7 @@ FRACTION = Range(integer=False, low=0, high=1, low_open=True, high_open=True)
 # key -> valid range. Keys absent from a config are skipped (a config group may omit them).
 NUMERIC_SETTINGS: dict[str, Range] = {
     "seed": INT_NON_NEGATIVE,
-    "cpu_threads": Range(integer=True, low=1, nullable=True),
+    "cpu_threads": Range(integer=True, low=1, nullable=True),   # or "auto" (check_config)
     # method.* first: train.learning_rate interpolates method.learning_rate, and the
     # error should name the key the user set
     "method.rank": Range(integer=True, low=1, nullable=True),
@@ -83,6 +83,7 @@ NUMERIC_SETTINGS: dict[str, Range] = {
     "train.top_p": Range(integer=False, low=0, high=1, low_open=True),
     "train.beta": NON_NEGATIVE,
     "train.epsilon": POSITIVE,
+    "train.epsilon_high": Range(integer=False, low=0, low_open=True, nullable=True),
     "train.num_iterations": INT_POSITIVE,
     "train.save_steps": INT_POSITIVE,
     "train.save_total_limit": Range(integer=True, low=1, nullable=True),
@@ -93,6 +94,9 @@ NUMERIC_SETTINGS: dict[str, Range] = {
     "model.init_seed": INT_NON_NEGATIVE,
 }
 
+
+# The checkpoint families (conf/checkpoint/: base = pretrained, post = post-trained).
+CHECKPOINTS = ("base", "post")
 
 # Settings that may be given once or per chat mode ({thinking: ..., no_thinking: ...}).
 PER_CHAT_MODE = ("train.max_completion_length",)
@@ -124,19 +128,53 @@ def check_config(cfg) -> None:
     for key, valid in NUMERIC_SETTINGS.items():
         missing = object()
         value = OmegaConf.select(cfg, key, default=missing)
+        if key == "cpu_threads" and value == "auto":   # sized to the model once it is loaded
+            continue
         if value is not missing:
             check_value(key, value, valid)
-    if cfg.get("eval") is not None:
-        EvalSettings.from_config(cfg.eval)
+    if cfg.get("method") is not None and cfg.method.get("trains", True) and cfg.method.get("options"):
+        check_method_options(cfg.method)
     if cfg.get("analysis") is not None:
         from geora.training.weight_analysis import AnalysisSettings
 
         AnalysisSettings.from_config(cfg.analysis)
     if cfg.get("model") is not None:
         try:
-            torch_dtype(str(cfg.model.get("dtype", "float32")))
+            if str(cfg.model.get("dtype")) != "auto":   # auto: the checkpoint's own
+                torch_dtype(str(cfg.model.get("dtype", "float32")))
         except ValueError as e:
             raise ValueError(f"model.dtype: {e}") from None
+        check_checkpoint(cfg.model)
+    if cfg.get("eval") is not None:   # after the model: eval interpolates its prompt format
+        EvalSettings.from_config(cfg.eval)
+
+
+def check_method_options(method) -> None:
+    """method.options' values (a seed that is not an integer, an unknown svd, ...), checked
+    before anything is written rather than inside prepare_model."""
+    from omegaconf import OmegaConf
+
+    from geora.methods import check_option_values
+
+    try:
+        check_option_values(str(method.name), OmegaConf.to_container(method.options, resolve=True))
+    except ValueError as e:
+        raise ValueError(f"method.options: {e}") from None
+
+
+def check_checkpoint(model) -> None:
+    """The model's prompt format is known, and a checkpoint that was never released
+    (conf/model/qwen3_32b/base.yaml: `unavailable`) is refused unless random weights or a
+    local copy stand in for it."""
+    from geora.prompts import check_prompt_format
+
+    check_prompt_format(model.get("prompt_format", "chat"))
+    family = model.get("family")
+    if family not in (None, *CHECKPOINTS):
+        raise ValueError(f"model.family={family!r} (model {model.get('name')!r}): choose one of "
+                         f"{', '.join(CHECKPOINTS)} with checkpoint=base|post")
+    if model.get("unavailable") and not (model.get("random_init") or model.get("local_path")):
+        raise ValueError(f"model {model.get('name')!r}: {model.unavailable}")
 
 
 def trains(cfg) -> bool:
@@ -153,7 +191,8 @@ def check_run_inputs(cfg, device: str) -> None:
     code execution allowed) and bf16 on a GPU only. The data's columns are checked once it
     is loaded (pipeline.start, `check_reward_columns`)."""
     from geora.evaluation import EvalSettings, build_specs
-    from geora.training.rewards import check_code_execution_allowed, get_rewards
+    from geora.training.resources import check_resources
+    from geora.rewards import check_code_execution_allowed, get_rewards
 
     settings = EvalSettings.from_config(cfg.eval)
     if not trains(cfg) and not settings.tasks:
@@ -166,6 +205,15 @@ def check_run_inputs(cfg, device: str) -> None:
                 f"eval.enable_thinking={settings.enable_thinking} but model.enable_thinking="
                 f"{thinking}: the model would be trained in one chat mode and evaluated in "
                 f"another; set model.enable_thinking (eval.enable_thinking follows it)")
+        chat = str(cfg.model.get("prompt_format", "chat")) == "chat"
+        if settings.apply_chat_template != chat:
+            raise ValueError(
+                f"eval.apply_chat_template={settings.apply_chat_template} but model.prompt_format="
+                f"{cfg.model.get('prompt_format', 'chat')}: the model would be trained on one "
+                f"prompt format and evaluated on another; leave eval.apply_chat_template to "
+                f"follow model.prompt_format")
+    check_resources(cfg, trains(cfg))   # every missing model / data set named at once
+    if settings.tasks:
         build_specs(settings)
     if not trains(cfg):
         return
@@ -176,3 +224,37 @@ def check_run_inputs(cfg, device: str) -> None:
         raise ValueError("train.bf16=true on device=cpu: TRL's bf16 path fails on the cpu; "
                          "set train.bf16=false (or run on a GPU)")
 
+
+
+# Config nodes that take free-form keys, set with `+key=value` (geora.prepare_model options).
+FREE_FORM_NODES = ("method.options",)
+
+
+def check_added_keys(overrides, config_dir) -> None:
+    """Refuse `+a.b=value` overrides of keys the config does not have (Hydra adds them, and
+    nothing reads a misspelt `+train.lernig_rate=1e-4`), naming the key. Allowed: config groups (`+experiment=...`), Hydra's own keys, FREE_FORM_NODES and
+    `++` (an explicit add-or-replace).
+
+    >>> from geora.fileio import REPO_ROOT
+    >>> conf = REPO_ROOT / "conf"
+    >>> check_added_keys(["+experiment=micro_lr_study", "+method.options.svd_device=cpu"], conf)
+    >>> check_added_keys(["++train.learning_rate=1e-4"], conf)
+    >>> check_added_keys(["+train.lernig_rate=1e-4"], conf)
+    Traceback (most recent call last):
+    ...
+    ValueError: +train.lernig_rate=1e-4 adds a key the config does not have (train.lernig_rate): check its spelling; '+' is only for config groups and for free-form keys under method.options
+    """
+    from pathlib import Path
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for text, override in zip(overrides, OverridesParser.create().parse_overrides(list(overrides))):
+        if not override.is_add():   # (`++` is is_force_add)
+            continue
+        key = override.key_or_group
+        if (Path(config_dir) / key).is_dir() or key.split(".")[0] == "hydra" \
+                or any(key.startswith(node + ".") for node in FREE_FORM_NODES):
+            continue
+        raise ValueError(f"{text} adds a key the config does not have ({key}): check its "
+                         f"spelling; '+' is only for config groups and for free-form keys "
+                         f"under {', '.join(FREE_FORM_NODES)}")

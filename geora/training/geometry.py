@@ -13,9 +13,9 @@ train_log.jsonl (and to wandb when the run reports there):
         "chance": {"geora": {...}, ...},                                        # methods only
         "time_s": 0.05}}
 
-S_Head "either" is the reach of W0's head pair (geora.premise.reach_of_head), the same number
-as analysis.metrics.s_head(..., "either") (tests/test_premise.py checks it); its head U_k, V_k
-and, for FullFT / SparseFT, every method's initial subspace (geora.premise.initial_subspaces)
+S_Head "either" is the reach of W0's head pair (geora.geometry.premise.reach_of_head), the same number
+as geora.geometry.metrics.s_head(..., "either") (tests/test_premise.py checks it); its head U_k, V_k
+and, for FullFT / SparseFT, every method's initial subspace (geora.geometry.premise.initial_subspaces)
 are computed once, when training begins (the setup's time is logged as "setup_s" in the
 first record). Aggregates are pooled as the end-of-run analysis pools them: shares weighted
 by each matrix's ||dW||^2, nss_delta a plain mean.
@@ -62,7 +62,7 @@ class GeometryCallback(TrainerCallback):
     def prepare(self) -> None:
         """Per matrix: W0's head, ||W0||^2 and (capture) the initial subspaces, once."""
         import geora
-        from geora.premise import capture_chance, initial_subspaces
+        from geora.geometry.premise import capture_chance, initial_subspaces
 
         start = time.perf_counter()
         self.cache = {}
@@ -87,7 +87,7 @@ class GeometryCallback(TrainerCallback):
     def measure(self) -> dict:
         """The geometry record of the model's current update (module docstring)."""
         import geora
-        from geora.premise import SIDES, capture, module_type, reach_of_head
+        from geora.geometry.premise import SIDES, capture, module_type, reach_of_head
 
         if self.cache is None:
             self.prepare()

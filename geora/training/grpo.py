@@ -21,7 +21,7 @@ from transformers import TrainerCallback
 
 from geora.distributed import world_size as process_count
 from geora.kinds import kind_of
-from geora.training.rewards import get_rewards
+from geora.rewards import get_rewards
 
 
 def per_device_batch(train: Mapping[str, Any], world_size: int) -> int:
@@ -82,6 +82,11 @@ def grpo_config(train: Mapping[str, Any], *, output_dir: str, seed: int, device:
         beta=float(train["beta"]),
         loss_type=str(train["loss_type"]),
         epsilon=float(train["epsilon"]),
+        # null: = epsilon, TRL's default (docs/protocol.md lists every GRPO setting)
+        epsilon_high=None if train.get("epsilon_high") is None else float(train["epsilon_high"]),
+        mask_truncated_completions=bool(train.get("mask_truncated_completions", False)),
+        vllm_importance_sampling_correction=bool(
+            train.get("vllm_importance_sampling_correction", True)),
         scale_rewards=str(train["scale_rewards"]),
         num_iterations=int(train["num_iterations"]),
         reward_weights=list(train["reward_weights"]) if train.get("reward_weights") else None,
@@ -172,6 +177,21 @@ class JsonlLogCallback(TrainerCallback):
             f.flush()
 
 
+def vllm_stop_kwargs(generation_config) -> dict[str, Any]:
+    """vLLM SamplingParams keywords that stop a rollout where the policy's own generate does:
+    at every id of generation_config.eos_token_id (model.stop_tokens joined it at load, e.g.
+    <|im_end|> for a pretrained Qwen prompted through ChatML); TRL hands vLLM only
+    GRPOConfig.generation_kwargs.
+
+    >>> from transformers import GenerationConfig
+    >>> vllm_stop_kwargs(GenerationConfig(eos_token_id=[151643, 151645])), vllm_stop_kwargs(GenerationConfig())
+    ({'stop_token_ids': [151643, 151645]}, {})
+    """
+    ids = generation_config.eos_token_id
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    return {"stop_token_ids": [int(i) for i in ids]} if ids else {}
+
+
 def build_trainer(model, tokenizer, train_dataset, train: Mapping[str, Any], *, output_dir: str,
                   seed: int, device: str, report_to: list[str], callbacks=(),
                   enable_thinking: bool | None = None):
@@ -194,6 +214,9 @@ def build_trainer(model, tokenizer, train_dataset, train: Mapping[str, Any], *, 
     args = grpo_config(train, output_dir=output_dir, seed=seed, device=device,
                        report_to=report_to, world_size=process_count(),
                        enable_thinking=enable_thinking)
+    if args.use_vllm:   # vLLM stops at the checkpoint folder's eos only (model.stop_tokens)
+        args.generation_kwargs = {**vllm_stop_kwargs(model.generation_config),
+                                  **(args.generation_kwargs or {})}
     trainer = trainer_class(model=model, reward_funcs=get_rewards(train["rewards"]), args=args,
                             train_dataset=train_dataset, processing_class=tokenizer,
                             callbacks=list(callbacks) + kind_of(model).trainer_callbacks(model))

@@ -6,13 +6,19 @@
 
 The `base` pseudo-method (conf/method/base.yaml, method.trains=false) stops after loading
 the model: it evaluates the untrained model once and writes its record (the Base row).
-Everything a run needs is checked before its folder is touched (checks.check_run_inputs,
-then the data's columns), so bad input leaves nothing but run.py's failure record.
+Everything a run needs is checked before its folder is touched (check_config,
+checks.check_run_inputs, then the data's columns), so bad input writes nothing. One process
+at a time runs in a folder (RunFolder.locked, held for the whole run); a failure after the
+run claimed its folder (wrote config.yaml) is recorded in failure.json and results.json
+(status "failed"), one before it writes nothing, and a finished run's results.json is never
+replaced by a failure.
 
 `run.py` wraps this in @hydra.main; tests call it directly with a composed config. The run
 folder (rundir.RunFolder) is the only code that knows the layout. Its life cycle: a new
 folder starts a run; a folder with checkpoints but no results.json resumes from its last
-checkpoint (same config required); a finished one is refused unless `train.overwrite=true`.
+checkpoint (same config required; without a checkpoint there is nothing to resume and a
+changed config starts it again); a finished one is refused unless `train.overwrite=true`.
+A resume ends at exactly max_steps, from any checkpoint (geora.training.resume).
 Residual methods are re-prepared from the seed before a checkpoint is loaded, so W_res
 (which no checkpoint stores) is the same bits as before.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +37,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from geora.distributed import (gather_from_processes, is_main_process, process_rank,
                                trainable_checksum, wait_for_everyone, world_size)
+from geora.sandbox import results_record as code_runner_record
 from geora.training.checks import check_config, check_run_inputs, trains
-from geora.training.rundir import AFTER, BEFORE, RunExistsError, RunFolder, env_info
+from geora.fileio import git_info
+from geora.training.rundir import (AFTER, BEFORE, RunBusyError, RunExistsError, RunFolder,
+                                   env_info)
 
 log = logging.getLogger(__name__)
 
@@ -71,28 +81,39 @@ def refuse_finished(cfg: DictConfig, run: RunFolder) -> None:
 
 
 def prepare_run_dir(cfg: DictConfig, run_dir: str | Path | RunFolder) -> str | None:
-    """Checks the folder's state against the config; returns the checkpoint to resume or None.
+    """Checks the folder's state against the config, claims it (config.yaml) and returns
+    the checkpoint to resume or None. Called under the folder's lock: the temporary files
+    of a killed run are cleared, and log records after the checkpoint dropped (the resumed
+    run logs those steps again).
 
-    Raises RunExistsError for a finished run (no overwrite) or a config that changed."""
+    Raises RunExistsError for a finished run (no overwrite), or an unfinished one with
+    checkpoints and another config (a changed config with nothing to resume restarts)."""
+    from geora.training.resume import checkpoint_step
+
     run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
     refuse_finished(cfg, run)
     state = run.state()
     if state != "new" and (state == "finished" or cfg.train.overwrite):
         run.clear()
         state = "new"
-    old = run.read_config() if state != "new" else None
-    if old is not None:  # (a run that failed before it wrote its config has nothing to resume)
-        changed = _diff(_comparable(old), _comparable(cfg))
-        if changed:
-            raise RunExistsError(
-                f"{run.path} holds an unfinished run with another config "
-                f"({'; '.join(changed[:5])}). Pass train.overwrite=true to discard it, or "
-                f"choose another run_name")
-        run.forget_outcome()  # a failed run is being retried
+    run.clear_stale_temporaries()
     last = run.last_checkpoint()
+    old = run.read_config() if state != "new" else None
+    changed = _diff(_comparable(old), _comparable(cfg)) if old is not None else []
+    if changed and last:
+        raise RunExistsError(
+            f"{run.path} holds an unfinished run with another config "
+            f"({'; '.join(changed[:5])}). Pass train.overwrite=true to discard it, or "
+            f"choose another run_name")
+    if changed:   # e.g. a bad value found after loading: nothing trained, nothing to keep
+        log.warning("%s: the unfinished run there has another config and no checkpoint "
+                    "(%s): starting it again", run.path, "; ".join(changed[:5]))
+        run.clear()
+    run.forget_outcome()  # a failed run is being retried
     if last and cfg.train.resume == "never":
         raise RunExistsError(f"{run.path} has checkpoints but train.resume=never; "
                              f"pass train.overwrite=true to start again")
+    run.truncate_log(checkpoint_step(last) if last else 0)
     run.write_config(cfg)
     return last
 
@@ -121,12 +142,19 @@ def reward_windows(log: list[dict], share: float = 0.1) -> dict:
             "reward_window": k, "reward_per_step": rewards}
 
 
-def method_kwargs(method: DictConfig) -> dict:
-    """prepare_model's arguments from a `method` config group (null = not given)."""
+def method_kwargs(method: DictConfig, seed: int | None = None) -> dict:
+    """prepare_model's arguments from a `method` config group (null = not given); the run's
+    `seed` is the method's `seed` option (randomized SVD, Random-r draws) unless
+    method.options sets it. LoRA's A0: torch's generator, seeded by `prepare`."""
+    from geora.methods import get_method
+
     kw = {k: method[k] for k in ("rank", "rho", "alpha", "target_modules")
           if method.get(k) is not None}
     if method.get("options"):
         kw.update(OmegaConf.to_container(method.options, resolve=True))
+    takes_seed = method.get("trains", True) and "seed" in get_method(str(method.name)).options
+    if seed is not None and takes_seed and kw.get("seed") is None:
+        kw["seed"] = int(seed)
     return kw
 
 
@@ -137,6 +165,7 @@ class Run:
     folder: RunFolder
     device: str
     started: float = field(default_factory=time.time)
+    git: dict = field(default_factory=git_info)   # commit and dirty flag at the start
     resume_from: str | None = None
     model: Any = None
     tokenizer: Any = None
@@ -154,9 +183,9 @@ def load_train_data(cfg: DictConfig):
     """The training split of cfg.data, checked against the rewards: every column they read
     present, and the code runner working for each test format the data uses."""
     from geora.data.loaders import load_data
-    from geora.training.rewards import check_code_execution_allowed, check_reward_columns
+    from geora.rewards import check_code_execution_allowed, check_reward_columns
 
-    data, _held_out = load_data(cfg.data)
+    data, _held_out = load_data(cfg.data, str(cfg.model.get("prompt_format", "chat")))
     names = list(cfg.train.rewards)
     check_reward_columns(names, data.column_names, str(cfg.data.name))
     if "test_format" in data.column_names:   # (code execution was allowed by check_run_inputs)
@@ -164,19 +193,35 @@ def load_train_data(cfg: DictConfig):
     return data
 
 
-def start(cfg: DictConfig, run_dir, overrides: list[str] | None) -> Run:
-    """Check the config and the run's inputs, load the training data, then open (or resume)
-    the run folder: a failed check writes nothing here."""
-    from geora.models import resolve_device
+def check(cfg: DictConfig) -> str:
+    """Every check that reads nothing of the run folder (config values, the run's inputs);
+    returns the device."""
+    from geora.models import hub_reachable, resolve_device, resolve_model_dir
 
     check_config(cfg)
     device = resolve_device(str(cfg.device))
     check_run_inputs(cfg, device)
-    if device == "cpu" and cfg.get("cpu_threads"):
-        torch.set_num_threads(int(cfg.cpu_threads))
-    folder = RunFolder(run_dir)
+    model = cfg.model   # its files there (config.json), or cached, or the hub reachable
+    if model.get("local_path") or model.get("bundled") or (
+            not model.get("random_init") and not hub_reachable()):
+        resolve_model_dir(model)   # local files only here: no download can start
+    return device
+
+
+def start(cfg: DictConfig, run_dir: str | Path | RunFolder, overrides: list[str] | None, *,
+          device: str | None = None, git: dict | None = None) -> Run:
+    """Load and check the training data, then claim (or resume) the run folder: a failure
+    before the claim writes nothing here. Runs under the folder's lock (train); `device`
+    None: `check` the config first."""
+    from geora.training.preflight import warn_many_epochs
+
+    folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
+    if device is None:
+        device = check(cfg)
     refuse_finished(cfg, folder)   # before the data is read for nothing
     train_data = load_train_data(cfg) if trains(cfg) else None
+    if train_data is not None:
+        warn_many_epochs(cfg, len(train_data))
     # Under `accelerate launch` the main process alone checks, clears and writes the folder;
     # the others start once it is ready and resume from the same checkpoint.
     folder.path.mkdir(parents=True, exist_ok=True)
@@ -188,7 +233,8 @@ def start(cfg: DictConfig, run_dir, overrides: list[str] | None) -> Run:
     wait_for_everyone(cpu=device == "cpu")
     if not is_main_process():
         resume_from = folder.last_checkpoint()
-    run = Run(cfg, folder, device, resume_from=resume_from, train_data=train_data)
+    run = Run(cfg, folder, device, resume_from=resume_from, train_data=train_data,
+              **({"git": git} if git is not None else {}))
     if cfg.logger.get("mode"):
         os.environ.setdefault("WANDB_MODE", str(cfg.logger.mode))
         os.environ.setdefault("WANDB_PROJECT", str(cfg.logger.project))
@@ -203,9 +249,9 @@ def load_dtype(cfg: DictConfig) -> str:
     GPU default) computes forward and backward in bf16 by autocast, and the saved model and
     the evaluation after training keep fp32."""
     from geora.methods import get_method
-    from geora.models import torch_dtype
+    from geora.models import dtype_name, torch_dtype
 
-    dtype = str(cfg.model.get("dtype", "float32"))
+    dtype = dtype_name(cfg.model)
     if (trains(cfg) and get_method(str(cfg.method.name)).kind.needs_fp32_master_weights
             and torch_dtype(dtype).itemsize < 4):
         log.info("%s steps the model's own weights: loading %s in float32 (master weights) "
@@ -218,11 +264,29 @@ def load(run: Run) -> None:
     """Seeded load of the model and tokenizer (in `load_dtype`)."""
     from transformers import set_seed
 
-    from geora.models import load_model
+    from geora.models import cpu_threads_for, load_model
 
     cfg = run.cfg
     set_seed(int(cfg.seed))
     run.model, run.tokenizer = load_model(cfg.model, device=run.device, dtype=load_dtype(cfg))
+    threads = cpu_threads_for(run.model, cfg.get("cpu_threads"))
+    if run.device == "cpu" and threads:
+        torch.set_num_threads(threads)
+
+
+def check_prompts(run: Run) -> None:
+    """Every training prompt, rendered as TRL renders it, leaves room for its completion in
+    the model's context (geora.training.preflight), checked before anything is trained."""
+    from geora.models import chat_template_kwargs, for_chat_mode
+    from geora.training.preflight import check_prompt_lengths
+
+    thinking = run.cfg.model.get("enable_thinking")
+    completion = for_chat_mode(run.cfg.train.max_completion_length, thinking,
+                               "train.max_completion_length")
+    check_prompt_lengths(run.train_data["prompt"], run.tokenizer,
+                         getattr(run.model.config, "max_position_embeddings", None),
+                         int(completion), chat_template_kwargs({"enable_thinking": thinking}),
+                         f"data {run.cfg.data.name!r}")
 
 
 def evaluate(run: Run, name: str) -> dict[str, float]:
@@ -260,7 +324,7 @@ def prepare(run: Run) -> None:
     import geora
 
     torch.manual_seed(int(run.cfg.seed))
-    kwargs = method_kwargs(run.cfg.method)
+    kwargs = method_kwargs(run.cfg.method, int(run.cfg.seed))
     if keeps_initial(run.cfg):   # FullFT: a CPU copy of W0, so that dW = W1 - W0 can be read
         kwargs["keep_initial"] = True
     run.model = geora.prepare_model(run.model, str(run.cfg.method.name), **kwargs)
@@ -273,24 +337,33 @@ def grpo(run: Run) -> dict:
     from geora.training.geometry import geometry_callbacks
     from geora.training.grpo import JsonlLogCallback, StepStats, build_trainer
 
+    from geora.training.resume import AtMaxSteps, StopAtMaxSteps, check_checkpoint
+
     cfg, stats = run.cfg, StepStats()
+    if run.resume_from:
+        check_checkpoint(run.resume_from)
     trainer = build_trainer(run.model, run.tokenizer, run.train_data, cfg.train,
                             output_dir=str(run.folder.checkpoints), seed=int(cfg.seed),
                             device=run.device, report_to=list(cfg.logger.report_to),
                             callbacks=[JsonlLogCallback(run.folder.log), stats,
+                                       StopAtMaxSteps(),
                                        *geometry_callbacks(cfg, run.model, run.folder.log)],
                             enable_thinking=cfg.model.get("enable_thinking"))
-    out = trainer.train(resume_from_checkpoint=run.resume_from)
+    try:
+        out = trainer.train(resume_from_checkpoint=run.resume_from)
+        steps, runtime = int(out.global_step), float(out.metrics.get("train_runtime", 0.0))
+    except AtMaxSteps:   # resumed from a checkpoint at max_steps: its weights are loaded
+        steps, runtime = int(trainer.state.global_step), 0.0
     run.model = trainer.model
     unchanged = frozen_unchanged(run.model, run.frozen) if run.frozen is not None else None
     if hasattr(run.model, "peft_config") and "ref" in run.model.peft_config:
         run.model.delete_adapter("ref")  # TRL's frozen KL-reference copy: not part of the result
     times = sorted(stats.step_times)
     trainable, total = run.params
-    return {"steps": int(out.global_step), "max_steps": int(cfg.train.max_steps),
+    return {"steps": steps, "max_steps": int(cfg.train.max_steps),
             "resumed_from": run.resume_from, **reward_windows(run.folder.read_log()),
             "step_time_s": times[len(times) // 2] if times else None,
-            "train_runtime_s": float(out.metrics.get("train_runtime", 0.0)),
+            "train_runtime_s": runtime,
             "peak_memory_gib": StepStats.peak_memory_gib(run.device),
             "trainable_params": int(trainable), "total_params": int(total),
             "frozen_unchanged": unchanged}
@@ -361,7 +434,8 @@ def write_results(run: Run, train_record: dict | None) -> dict:
         "adapter": RunFolder.ADAPTER if trained else None, "export": run.export if trained else None,
         **({"analysis": run.analysis} if run.analysis else {}),
         "time_s": time.time() - run.started,
-        "env": env_info(run.device),
+        "env": env_info(run.device, run.git),
+        **code_runner_record(cfg),     # {"code_runner": "bwrap"|"guard", ...} when code runs
     }
     run.folder.write_results(results)
     return results
@@ -369,13 +443,36 @@ def write_results(run: Run, train_record: dict | None) -> dict:
 
 def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None) -> dict:
     """Runs one experiment in `run_dir` and returns what it writes to results.json.
-    `overrides` (the command line's, from run.py) are kept in overrides.yaml."""
-    run = start(cfg, run_dir, overrides)
+    `overrides` (the command line's, from run.py) are kept in overrides.yaml.
+
+    Checks first (nothing written), then the folder's lock for the whole run (the main
+    process's, under `accelerate launch`); a failure once the run claimed its folder is
+    recorded there (record_failure) and re-raised."""
+    git = git_info()           # the source tree this run starts from
+    device = check(cfg)
+    folder = RunFolder(run_dir)
+    main = is_main_process()
+    with folder.locked() if main else nullcontext():
+        run = None
+        try:
+            run = start(cfg, folder, overrides, device=device, git=git)
+            return _train(run)
+        except (RunExistsError, RunBusyError):
+            raise
+        except Exception as e:
+            if main and run is not None:
+                record_failure(folder.path, cfg, e)
+            raise
+
+
+def _train(run: Run) -> dict:
+    cfg = run.cfg
     load(run)
     if not trains(cfg):
         return evaluate_base(run)
     # Under `accelerate launch` every process runs this function; only the main one
     # evaluates and writes the run's files (the Trainer itself saves checkpoints once).
+    check_prompts(run)
     evaluate_before(run)
     prepare(run)
     train_record = grpo(run)
@@ -392,7 +489,8 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
 
 
 def record_failure(run_dir: str | Path, cfg: DictConfig, exc: BaseException) -> None:
-    """failure.json (error and traceback) and results.json with status "failed"."""
+    """failure.json (error and traceback) and results.json with status "failed" (beside a
+    finished run's results.json, failure.json only: RunFolder.write_failure)."""
     info = {"status": "failed", "error_type": type(exc).__name__, "error": str(exc),
             "method": str(cfg.method.name), "model": str(cfg.model.name), "seed": int(cfg.seed),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -12,6 +12,7 @@
           analysis/          analysis outputs (python -m analysis.weights --run <run>)
           results.json       THE run record, written last: status "finished" or "failed"
           failure.json       error and traceback of a failed run
+          .run.lock          held (flock) by the one process running it; names that process
 
 The Base row of a table is a run folder too: the `base` job of a sweep (`method=base`,
 conf/method/base.yaml) evaluates the untrained model once per model and evaluation set and
@@ -40,9 +41,12 @@ eval/, eval_before/, eval_before.json, evaluate/<name>/results.json) still read.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
+import socket
+import time
 import re
 import shutil
 import sys
@@ -72,6 +76,10 @@ class RunExistsError(RuntimeError):
     """The run folder holds a finished run (or one with another config) and overwrite is off."""
 
 
+class RunBusyError(RuntimeError):
+    """Another process holds the run folder's lock (it is running there now)."""
+
+
 def read_json(path: str | Path) -> dict | None:
     path = Path(path)
     if not path.is_file():
@@ -86,6 +94,7 @@ class RunFolder:
     CHECKPOINTS, ADAPTER, EXPORT = "checkpoints", "adapter", "export"
     EVALS, ANALYSIS = "evals", "analysis"
     RESULTS, FAILURE = "results.json", "failure.json"
+    LOCK = ".run.lock"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -129,12 +138,62 @@ class RunFolder:
 
     def clear(self) -> None:
         """Remove everything a run wrote here (train.overwrite=true), later evaluations and
-        analyses of it included. Hydra's log file and wandb's own folder stay."""
+        analyses of it included, and the temporary files a killed run left. Hydra's log
+        file, wandb's own folder and the lock stay."""
         for p in [*self.layout().values(), *(self.path / name for name in LEGACY)]:
             if p.is_dir():
                 shutil.rmtree(p)
             else:
                 p.unlink(missing_ok=True)
+        self.clear_stale_temporaries()
+
+    def stale_temporaries(self) -> list[Path]:
+        """What a run killed midway leaves: the temporaries of atomic writes (geora.fileio:
+        `.<name>.tmp-*` and `.<name>.old-*` folders, `.<name>.*.tmp` files) in the folder
+        and evals/, and checkpoint folders without trainer_state.json (killed while saving)."""
+        found = []
+        for folder in (self.path, self.path / self.EVALS):
+            if folder.is_dir():
+                found += [p for p in folder.iterdir() if p.name.startswith(".") and
+                          (re.search(r"\.(tmp|old)-", p.name) or p.name.endswith(".tmp"))]
+        if self.checkpoints.is_dir():
+            found += [p for p in self.checkpoints.iterdir() if p.is_dir() and
+                      re.fullmatch(r"checkpoint-\d+", p.name) and not (p / TRAINER_STATE).is_file()]
+        return sorted(found)
+
+    def clear_stale_temporaries(self) -> None:
+        """Delete `stale_temporaries` (called under the run's lock: no writer is alive)."""
+        for p in self.stale_temporaries():
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder's advisory lock (flock on .run.lock) for the block: a second
+        process raises RunBusyError at once, naming the holder (pid, host, start time).
+        The kernel drops the lock when its holder dies, even by SIGKILL, so a killed run
+        never leaves the folder locked. Hand-written on fcntl rather than the `filelock`
+        package because the holder's identity lives in the locked file itself, which
+        filelock truncates on every open (a waiting process would erase it)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = self.path / self.LOCK
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "starting"
+            os.close(fd)
+            raise RunBusyError(f"{self.path} is in use by another process ({holder}); wait "
+                               f"for it to end or stop it, or choose another run_name") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (f"pid {os.getpid()} on {socket.gethostname()}, started "
+                           f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}").encode(), 0)
+            yield
+        finally:
+            # unlink while still holding it: a process that opened the old file fails its
+            # flock until we let go, one that comes later creates and locks a new file
+            lock.unlink(missing_ok=True)
+            os.close(fd)
 
     def last_checkpoint(self) -> str | None:
         """The newest COMPLETE Trainer checkpoint, or None. The Trainer writes a checkpoint
@@ -169,6 +228,23 @@ class RunFolder:
     def read_log(self) -> list[dict]:
         return read_log(self.log)
 
+    def truncate_log(self, last_step: int) -> None:
+        """Keep the log records of steps <= last_step (those of the checkpoint a run
+        resumes from): the resumed run logs the later steps again."""
+        if not self.log.is_file():
+            return
+        lines = self.log.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = []
+        for line in lines:
+            try:
+                step = json.loads(line).get("step")
+            except json.JSONDecodeError:   # the last line of a killed run, cut short
+                continue
+            if step is None or int(step) <= last_step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        if kept != lines:
+            atomic_write_text(self.log, "".join(kept))
+
     # -------------------------------------------------------------- results / failure
     def write_results(self, results: dict) -> None:
         atomic_write_json(self.results, results)
@@ -177,9 +253,12 @@ class RunFolder:
         return read_json(self.results)
 
     def write_failure(self, info: dict, exc: BaseException) -> None:
-        """failure.json (with the traceback) and results.json (status "failed")."""
+        """failure.json (with the traceback) and results.json (status "failed"); beside a
+        finished run's results.json only failure.json: a run's record is never replaced
+        by a later command's failure."""
         atomic_write_json(self.failure, {**info, "traceback": traceback.format_exception(exc)})
-        atomic_write_json(self.results, info)
+        if self.state() != "finished":
+            atomic_write_json(self.results, info)
 
     def forget_outcome(self) -> None:
         """Drop results.json and failure.json (a failed run is being retried)."""
@@ -264,8 +343,9 @@ def read_log(path: str | Path) -> list[dict]:
     return out
 
 
-def env_info(device: str) -> dict:
-    """Package versions, git commit and dirty flag, Python, platform and device."""
+def env_info(device: str, git: dict | None = None) -> dict:
+    """Package versions, git commit and dirty flag (`git`: as read at the run's start, else
+    now), Python, platform and device."""
     import torch
 
     versions = package_versions(PACKAGES)
@@ -273,5 +353,5 @@ def env_info(device: str) -> dict:
            "cpu_count": os.cpu_count()}
     if str(device).startswith("cuda") and torch.cuda.is_available():
         dev.update(name=torch.cuda.get_device_name(), count=torch.cuda.device_count())
-    return {"packages": versions, **git_info(), "python": sys.version.split()[0],
+    return {"packages": versions, **(git if git is not None else git_info()), "python": sys.version.split()[0],
             "platform": platform.platform(), "device": dev}

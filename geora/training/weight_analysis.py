@@ -1,11 +1,11 @@
 """The weight analysis of a trained model: the step `analyse` of every run (layer 4).
 
     settings = AnalysisSettings.from_config(cfg.analysis)   # checked before anything loads
-    summary = analyse_model(model, settings)                # analysis.summary's schema
+    summary = analyse_model(model, settings)                # geora.geometry.summary's schema
     record = write_analysis(run_folder, summary, train_runtime_s=812.0)  # -> results.json
 
 It feeds the method kind's exact fp32 updates (`geora.weight_updates`: W0, dW one module
-at a time) to `analysis.summary.summarise_updates`, with, for the GeoRA family, the masks
+at a time) to `geora.geometry.summary.summarise_updates`, with, for the GeoRA family, the masks
 M_spec and M_euc of every matrix. The kinds do not keep the masks (a bool per weight entry
 would double a large model's memory), so they are recomputed here, one module at a time,
 from W0 with the method's own settings as the prepared model records them (rank, rho and
@@ -102,13 +102,13 @@ class NonFiniteUpdate(ValueError):
 def mask_settings(state, which: str) -> dict | None:
     """geora_masks' arguments for a prepared model's state (GeoraState), or None when this
     run gets no masks under `which` (MASK_CHOICES)."""
-    from geora.methods import DEFAULT_RANK, DEFAULT_RHO
+    from geora.methods import DEFAULT_RANK, DEFAULT_RHO, SVD_DEFAULT, get_method
 
-    if which == "none" or (which == "auto" and state.rho is None):
+    if which == "none" or (which == "auto" and not get_method(state.method).analysis_masks):
         return None
     opts = state.options or {}
     return {"rank": state.rank or DEFAULT_RANK, "rho": state.rho or DEFAULT_RHO,
-            "svd": opts.get("svd", "randomized"), "niter": opts.get("niter"),
+            "svd": opts.get("svd", SVD_DEFAULT), "niter": opts.get("niter"),
             "seed": opts.get("seed", 0)}
 
 
@@ -150,18 +150,18 @@ def needs_initial_weights(method: str) -> bool:
 
 def premise_applies(state) -> bool:
     """Whether a prepared model's update is unconstrained enough to test the premise on
-    (geora.premise): the full-update kinds, FullFT and SparseFT."""
+    (geora.geometry.premise): the full-update kinds, FullFT and SparseFT."""
     from geora.kinds import FULL, SPARSE
 
     return state.kind in (FULL.name, SPARSE.name)
 
 
 def analyse_model(model, settings: AnalysisSettings) -> dict:
-    """analysis.summary.summarise_updates of a prepared (trained) model, with masks as
+    """geora.geometry.summary.summarise_updates of a prepared (trained) model, with masks as
     `settings.masks` says; adds "masks" (the settings used and the count check) and, for a
-    full-update method with `settings.premise`, "premise" (geora.premise.premise_summary at
+    full-update method with `settings.premise`, "premise" (geora.geometry.premise.premise_summary at
     r = k, rho = the method's or the paper's)."""
-    from analysis.summary import summarise_updates
+    from geora.geometry.summary import summarise_updates
     from geora.kinds import prepared_state
 
     state = prepared_state(model)
@@ -178,7 +178,7 @@ def analyse_model(model, settings: AnalysisSettings) -> dict:
         "count_rel_diff_max": max(checks.values()) if checks else None}
     if settings.premise and premise_applies(state):
         from geora.methods import DEFAULT_RHO
-        from geora.premise import premise_summary
+        from geora.geometry.premise import premise_summary
 
         with torch.no_grad():
             summary["premise"] = premise_summary(update_items(model, None), r=settings.k,

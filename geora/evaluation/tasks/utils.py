@@ -13,7 +13,7 @@ from typing import Any
 
 from geora.answers import is_correct
 from geora.prompts import MATH_SUFFIX, user_text
-from geora.training.rewards import answer_part
+from geora.rewards import answer_part
 
 # The suffix after each task family's question (geora.prompts), the same as its training
 # data's `prompt_suffix` (conf/data/*.yaml; tests/test_one_source.py renders both): the
@@ -24,7 +24,7 @@ MICRO_PROMPT_SUFFIX = ""
 
 def _samples(results: list) -> list[str]:
     """The k answers of one item (a list after take_first_k, a str after take_first), each
-    read as the training rewards read a completion (geora.training.rewards.answer_part:
+    read as the training rewards read a completion (geora.rewards.answer_part:
     lm-eval has already cut at the last </think>; a completion still inside <think> has
     given no answer)."""
     first = results[0]
@@ -55,6 +55,30 @@ def math_prompt(doc: dict) -> str:
 def process_math(doc: dict, results: list) -> dict[str, float]:
     gold = _gold(doc)
     return _scores([is_correct(gold, c) for c in _samples(results)])
+
+
+# ---------------------------------------------------------------- MedQA, generative
+def medqa_prompt(doc: dict) -> str:
+    """The user text MedQA training gives the same record (geora.data.schemas, `medqa`):
+    the question, the lettered options, the boxed-letter instruction."""
+    from geora.data.schemas import to_rlvr_row
+
+    return to_rlvr_row("medqa", doc, where=f"MedQA item {doc.get('id', '?')!r}")["prompt_text"]
+
+
+def medqa_gold(doc: dict) -> str:
+    from geora.data.schemas import to_rlvr_row
+
+    return to_rlvr_row("medqa", doc, where=f"MedQA item {doc.get('id', '?')!r}")["final_answer"]
+
+
+def process_medqa(doc: dict, results: list) -> dict[str, float]:
+    """1 per sample whose final letter (the `choice` reward's reading: the last \\boxed{}, or
+    a closing "The answer is X") is the gold letter; a wrong or missing letter scores 0."""
+    from geora.rewards import final_choice
+
+    gold, samples = medqa_gold(doc), _samples(results)
+    return {"avg_at_k": sum(final_choice(c) == gold for c in samples) / len(samples)}
 
 
 # ---------------------------------------------------------------- micro tasks
@@ -107,19 +131,20 @@ def mbpp_programs(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
     return [[_first_code_block(answer_part(r)) for r in resp] for resp in resps]
 
 
+# The tests run in a process of their own and call the program's functions in another
+# (geora.execution's "asserts" jobs): the program cannot touch the verdict.
 def process_humaneval(doc: dict, results: list) -> dict[str, float]:
-    from geora.evaluation.execution import passes
+    from geora.evaluation.execution import passes_tests
 
-    tests = f"{doc['test']}\ncheck({doc['entry_point']})\n"
-    return _scores([passes(program + "\n" + tests) for program in _samples(results)])
+    tests = [f"{doc['test']}\ncheck({doc['entry_point']})\n"]
+    return _scores([passes_tests(program, tests) for program in _samples(results)])
 
 
 def process_mbpp(doc: dict, results: list) -> dict[str, float]:
-    from geora.evaluation.execution import passes
+    from geora.evaluation.execution import passes_tests
 
     setup = doc.get("test_setup_code") or ""
-    tests = "\n".join(doc["test_list"])
-    return _scores([passes(f"{setup}\n{code}\n{tests}\n") for code in _samples(results)])
+    return _scores([passes_tests(code, doc["test_list"], setup) for code in _samples(results)])
 
 
 def keep_all(resps, docs):

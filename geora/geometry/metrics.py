@@ -50,7 +50,7 @@ def head_subspace(w0: torch.Tensor, k: int, *, svd: str = "exact", seed: int = 0
     """Top-k left and right singular vectors of w0: U_k (out, k), V_k (in, k).
 
     svd="exact" (torch.linalg.svd) or "randomized" (geora.linalg.svd_top, for large
-    matrices: a seeded range finder with power iterations)."""
+    matrices: the seeded block Krylov SVD of geora.krylov, adaptive in depth)."""
     if not 0 < k <= min(w0.shape):
         raise ValueError(f"k={k} must be in [1, {min(w0.shape)}] for a weight of shape {tuple(w0.shape)}")
     if svd == "randomized":

@@ -9,8 +9,8 @@ length (geora.data.schemas makes them). None marks a sample the reward could not
 - accuracy: math, `final_answer` by the project's one answer checker,
   `geora.answers.is_correct` (math-verify, gold first), which the evaluation also scores with.
 - choice: multiple choice, the final letter (see `final_choice`) against `final_answer`.
-- code / code_share: the completion's last ```python block run against `tests` in the
-  guarded subprocess of geora.execution; 1 if every test passes (code, the default, as
+- code / code_share: the completion's last ```python block run against `tests` by
+  geora.execution (an OS sandbox, the verdicts decided outside the program's process); 1 if every test passes (code, the default, as
   pass@1 scores) or the share of tests passed (code_share). Runs only with
   train.allow_code_execution=true: the pipeline calls `check_code_execution_allowed` at start.
 - format: shaping, one trailing \\boxed{}.
@@ -266,9 +266,8 @@ def check_code_execution_allowed(names: Iterable[str], allowed: bool,
     if not allowed:
         raise CodeExecutionRefused(
             f"train.rewards {code} run model-written Python to score it; this is off by default. "
-            "Allow it with train.allow_code_execution=true (a guarded subprocess with a time, "
-            "memory and process limit and writes confined to a temporary directory; not a "
-            "security sandbox, see geora/execution.py)")
+            "Allow it with train.allow_code_execution=true (it runs in bubblewrap where "
+            "installed, else a guarded subprocess; see docs/code-sandbox.md)")
     if not execution_allowed():
         os.environ[ALLOW_ENV] = "1"
     formats = sorted(set(test_formats))

@@ -59,7 +59,7 @@ from typing import Iterable, Mapping
 import torch
 from tqdm.auto import tqdm
 
-from analysis import metrics
+from geora.geometry import metrics
 
 SCHEMA_VERSION = 1
 MASK_NAMES = ("spec", "euc", "union")

@@ -17,7 +17,7 @@ full-update run (FullFT, SparseFT) and W0, per (out, in) matrix:
   first-order update). Chance levels (a fixed dW against a uniformly random subspace of the
   same dimensions, exact expectations): r_B/out, r_A/in, r_B/out + r_A/in - r_B r_A/(out in).
 
-S_Head under the default "either" reading (analysis/metrics.py) is the reach of W0's top-k
+S_Head under the default "either" reading (geora/geometry/metrics.py) is the reach of W0's top-k
 pair, i.e. of PiSSA's subspace with an exact SVD; `reach_of_head` uses that identity.
 
 >>> dw = torch.zeros(4, 3); dw[0, 0] = 2.0; dw[1, 2] = 1.0   # energy 4 on (e0, e0), 1 on (e1, e2)
@@ -30,12 +30,13 @@ pair, i.e. of PiSSA's subspace with an exact SVD; `reach_of_head` uses that iden
 from __future__ import annotations
 
 import math
-import re
 import time
 from functools import lru_cache
 from typing import Iterable
 
 import torch
+
+from geora.geometry.summary import layer_index, module_type
 
 # The initial subspaces compared: every method with initial factors, plus a random pair.
 # LoRA starts at B0 = 0, so only the row span of its A0 is defined (its reach = right).
@@ -178,21 +179,6 @@ def initial_subspaces(w0: torch.Tensor, r: int = 16, rho: float = 0.2, *, seed: 
 
 
 # ------------------------------------------------------------------- per matrix
-_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
-
-
-def module_type(name: str) -> str:
-    """'model.layers.3.self_attn.q_proj' -> 'q' (the rule of analysis.summary.module_type;
-    repeated here because the library does not import analysis/)."""
-    leaf = name.rsplit(".", 1)[-1]
-    return leaf[:-len("_proj")] if leaf.endswith("_proj") else leaf
-
-
-def layer_index(name: str) -> int | None:
-    m = _LAYER.search(name)
-    return int(m.group(1)) if m else None
-
-
 def premise_matrix(name: str, dw: torch.Tensor, subspaces: dict, r: int = 16, *,
                    exact_max_dim: int = EXACT_MAX_DIM, seed: int = 0) -> dict:
     """One matrix's record: its concentration (and the Gaussian reference's), and for each

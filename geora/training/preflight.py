@@ -1,0 +1,68 @@
+"""Checks of the training data against the run, before the first step: how many times
+max_steps goes over the data (a warning), and whether every prompt leaves room for its
+completion in the model's context (an error naming the prompt).
+
+>>> warn_many_epochs({"train": {"max_steps": 500, "prompts_per_step": 8},
+...                   "data": {"name": "tiny"}}, 100)
+40.0
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+log = logging.getLogger(__name__)
+
+# TRL renders each prompt through the chat template and does not truncate it (1.16 has no
+# max_prompt_length): a prompt that leaves no room for the completion generates past the
+# model's context, which neither TRL nor transformers refuses.
+
+
+def warn_many_epochs(cfg: Mapping[str, Any], n_prompts: int) -> float:
+    """Epochs the run makes over its `n_prompts` training prompts; one warning line when
+    more than one (max_steps set far beyond the data is otherwise silent)."""
+    total = int(cfg["train"]["max_steps"]) * int(cfg["train"]["prompts_per_step"])
+    epochs = total / max(n_prompts, 1)
+    if epochs > 1:
+        log.warning("train.max_steps=%s x train.prompts_per_step=%s = %d prompts go over the "
+                    "%d training prompts of data %r %.1f times (epochs)",
+                    cfg["train"]["max_steps"], cfg["train"]["prompts_per_step"], total,
+                    n_prompts, cfg["data"]["name"], epochs)
+    return epochs
+
+
+def _render(tokenizer, prompt, template_kwargs: dict, tokenize: bool):
+    if isinstance(prompt, str):
+        return tokenizer(prompt)["input_ids"] if tokenize else prompt
+    out = tokenizer.apply_chat_template(prompt, tokenize=tokenize, add_generation_prompt=True,
+                                        **template_kwargs)
+    if tokenize and hasattr(out, "keys"):   # a BatchEncoding in recent transformers
+        out = out["input_ids"]
+    return out
+
+
+def check_prompt_lengths(prompts, tokenizer, context: int | None, max_completion: int,
+                         template_kwargs: dict, where: str) -> int:
+    """The longest prompt in tokens (as TRL renders it); ValueError naming the first prompt
+    whose tokens plus `max_completion` exceed `context` (None: the model states none).
+
+    A prompt is tokenized only when a cheap bound says it could be too long: every token
+    of a byte-level or byte-fallback tokenizer covers at least one UTF-8 byte, so the
+    rendered text's byte count bounds its tokens."""
+    if context is None:
+        return 0
+    room = int(context) - int(max_completion)
+    longest = 0
+    for i, prompt in enumerate(prompts):
+        text = _render(tokenizer, prompt, template_kwargs, tokenize=False)
+        if len(text.encode("utf-8")) <= room:
+            continue
+        n = len(_render(tokenizer, prompt, template_kwargs, tokenize=True))
+        longest = max(longest, n)
+        if n > room:
+            raise ValueError(
+                f"{where}: prompt {i} has {n} tokens, and with train.max_completion_length="
+                f"{max_completion} it does not fit the model's context of {context} tokens "
+                f"(model max_position_embeddings); drop or shorten such prompts, or lower "
+                f"train.max_completion_length")
+    return longest

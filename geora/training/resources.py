@@ -1,0 +1,78 @@
+"""Everything a run would fetch from the hub, checked at once before anything loads: an
+offline start names every missing resource (model, training data, each evaluation data
+set) in one message, each with its local override, instead of one per attempt."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from geora.models import HubUnavailableError, hub_reachable
+
+
+def _cached(repo_id: str, repo_type: str) -> bool:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        snapshot_download(repo_id, repo_type=repo_type, local_files_only=True)
+        return True
+    except LocalEntryNotFoundError:
+        return False
+
+
+def hub_needs(cfg: Any, trains: bool) -> list[tuple[str, str, str, str]]:
+    """(what, hub id, repo type, override) for each hub resource the config reads without a
+    local copy given: the model, the training data (a training run), each evaluation task's
+    data set (without eval.data_dir)."""
+    from geora.evaluation.catalog import task_info
+
+    needs = []
+    model = cfg.model
+    if not (model.get("local_path") or model.get("bundled") or model.get("random_init")) \
+            and model.get("hub_id"):
+        needs.append(("model", str(model.hub_id), "model", "model.local_path=/path/to/model"))
+    data = cfg.get("data")
+    if trains and data is not None and data.get("source") == "hub" and not data.get("local_path"):
+        needs.append((f"training data {data.name!r}", str(data.hub_id), "dataset",
+                      "data.local_path=/path/to/data"))
+    if cfg.eval.get("tasks") and not cfg.eval.get("data_dir"):
+        for name in cfg.eval.tasks:
+            info = task_info(str(name))
+            if info.hub_id:
+                files = ", ".join(info.local_files.values())
+                needs.append((f"evaluation task {name!r}", info.hub_id, "dataset",
+                              f"eval.data_dir=/path/to/folder holding {files}"))
+    return needs
+
+
+def local_path_problems(cfg: Any, trains: bool) -> list[str]:
+    """A local path that is given but holds nothing usable: one line each."""
+    problems = []
+    model = cfg.model
+    if not any(model.get(k) for k in ("local_path", "bundled", "random_init", "hub_id")):
+        problems.append(f"model: model {model.get('name')!r} names no folder; pass "
+                        f"model.path=/path/to/model/folder (model=hf) or model.local_path=")
+    path = model.get("local_path")
+    if path and not (Path(str(path)).expanduser() / "config.json").is_file():
+        problems.append(f"model: model.local_path={str(path)!r} is not a Hugging Face model "
+                        f"folder (no config.json)")
+    data = cfg.get("data")
+    path = data.get("local_path") if data is not None else None
+    if trains and path and not Path(str(path)).expanduser().exists():
+        problems.append(f"training data: data.local_path={str(path)!r} does not exist")
+    return problems
+
+
+def check_resources(cfg: Any, trains: bool) -> None:
+    """HubUnavailableError listing every resource the run cannot reach, or nothing. The hub
+    is asked once, and only when something is neither local nor cached."""
+    problems = local_path_problems(cfg, trains)
+    uncached = [n for n in hub_needs(cfg, trains) if not _cached(n[1], n[2])]
+    if uncached and not hub_reachable():
+        problems += [f"{what}: {repo_type} {repo_id!r} is not in the local Hugging Face cache; "
+                     f"pass {override}" for what, repo_id, repo_type, override in uncached]
+    if problems:
+        head = ("the hub cannot be reached and " if uncached and len(problems) > 1 else "")
+        raise HubUnavailableError(
+            f"{head}{len(problems)} resource(s) of this run are missing:\n  - "
+            + "\n  - ".join(problems))

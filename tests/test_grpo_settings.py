@@ -1,0 +1,57 @@
+"""The GRPO settings that neither the paper nor its cited recipe fixes are written in the
+train configs and reach TRL's GRPOConfig as written (docs/protocol.md lists each with its
+reason): the clip range, reward scaling, truncated completions (masked under train=paper,
+as DAPO does) and the vLLM importance-sampling correction.
+
+    .venv/bin/python -m pytest -q -p no:xdist tests/test_grpo_settings.py
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from geora.training.checks import check_config
+from geora.training.grpo import grpo_config
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.filterwarnings("ignore:.*is validated against ConfigStore schema")
+
+
+def make(*overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def args_of(*overrides):
+    cfg = make("train.bf16=false", *overrides)
+    return grpo_config(cfg.train, output_dir="unused", seed=0, device="cpu", report_to=[])
+
+
+def test_paper_recipe_masks_truncated_completions_and_writes_the_rest_out():
+    args = args_of("train=paper")
+    assert args.mask_truncated_completions is True
+    assert (args.loss_type, args.beta, args.scale_rewards, args.num_iterations) == (
+        "dapo", 0.0, "group", 1)
+    assert args.epsilon == 0.2 and args.epsilon_high is None      # TRL: None = epsilon
+    assert args.vllm_importance_sampling_correction is True
+    # one generation per optimizer step: TRL skips old log-probs, so the ratio is exactly 1
+    assert args.steps_per_generation == args.gradient_accumulation_steps
+
+
+def test_micro_keeps_trls_default_and_overrides_reach_trl():
+    assert args_of().mask_truncated_completions is False
+    args = args_of("train=paper", "train.mask_truncated_completions=false",
+                   "train.epsilon_high=0.28", "train.vllm_importance_sampling_correction=false")
+    assert (args.mask_truncated_completions, args.epsilon_high,
+            args.vllm_importance_sampling_correction) == (False, 0.28, False)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.epsilon_high=0", "train.epsilon_high=0: expected a number > 0 or null"),
+    ("train.epsilon_high=-0.3", "train.epsilon_high=-0.3"),
+])
+def test_bad_clip_range_is_named(override, message):
+    with pytest.raises(ValueError, match=message):
+        check_config(make("train=paper", override))
