@@ -207,7 +207,8 @@ def geometry_over_training(series: dict, out: Path, source: str) -> list[Path] |
             by_step = [{r["step"]: r["geometry"] for r in recs} for recs in per_seed]
             return [[f(b[s]) if s in b else np.nan for s in steps] for b in by_step]
         line = _band(axes[0], steps, pick(lambda g: g["s_head"]), label)
-        axes[0].plot(steps, np.nanmean(pick(lambda g: g["s_head_chance"]), axis=0), ":", color=line.get_color())
+        chance = np.nanmean(pick(lambda g: g["s_head_chance"]), axis=0)
+        axes[0].plot(steps, chance, ":", color=line.get_color())
         _band(axes[1], steps, pick(lambda g: g["rel_update_norm"]), label)
         if label in captured:
             ax = axes[2 + captured.index(label)]
