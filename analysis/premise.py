@@ -97,9 +97,10 @@ def _text(values, digits=3) -> tuple[str, dict]:
 
 
 def premise_table(frame: pd.DataFrame, name: str = "premise", title: str | None = None,
-                  keys=("model", "data", "method")) -> Table:
+                  keys=("model", "data", "method"), variant_ignore=()) -> Table:
     """Capture shares (left, right, reach, reach / chance) of every subspace, then the
-    concentration, per block of `keys` and settings variant; mean ± t-interval over seeds."""
+    concentration, per block of `keys` and settings variant (analysis.runs.variants, less
+    the keys matching `variant_ignore`); mean ± t-interval over seeds."""
     t = Table(name, title or "Where the unconstrained RLVR update goes (results.json "
               "['analysis']['premise'], overall, pooled by ||dW||²)", legend=[
         "ours = mean ± half-width of the 95% t-interval over seeds (n = seeds).",
@@ -111,7 +112,7 @@ def premise_table(frame: pd.DataFrame, name: str = "premise", title: str | None 
         "holding 90% of it; Gaussian: the same for an i.i.d. Gaussian matrix of each shape."])
     for block, sel in frame.groupby(list(keys), sort=True):
         block = ", ".join(f"{k}={v}" for k, v in zip(keys, block if isinstance(block, tuple) else (block,)))
-        for label, part in variants(sel) if "settings" in sel else [("", sel)]:
+        for label, part in variants(sel, variant_ignore) if "settings" in sel else [("", sel)]:
             head = f"{block} [{label}]" if label else block
             for sub in [s for s in SUBSPACES if f"{s}.reach" in part]:
                 row = LABELS.get(sub, sub)
@@ -206,7 +207,8 @@ def geometry_over_training(series: dict, out: Path, source: str) -> list[Path] |
             by_step = [{r["step"]: r["geometry"] for r in recs} for recs in per_seed]
             return [[f(b[s]) if s in b else np.nan for s in steps] for b in by_step]
         line = _band(axes[0], steps, pick(lambda g: g["s_head"]), label)
-        axes[0].plot(steps, np.nanmean(pick(lambda g: g["s_head_chance"]), axis=0), ":", color=line.get_color())
+        chance = np.nanmean(pick(lambda g: g["s_head_chance"]), axis=0)
+        axes[0].plot(steps, chance, ":", color=line.get_color())
         _band(axes[1], steps, pick(lambda g: g["rel_update_norm"]), label)
         if label in captured:
             ax = axes[2 + captured.index(label)]
@@ -267,6 +269,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("roots", nargs="+", type=Path, help="folders searched for run folders")
     p.add_argument("--out", type=Path, help="folder for the figures")
+    p.add_argument("--with-study", type=Path, metavar="JSON",
+                   help="also draw, over training, the runs of an analysis.premise_study file "
+                        "(premise_runs.json: records read from checkpoints)")
     p.add_argument("--cost", type=int, nargs="?", const=0, metavar="N",
                    help="print the geometry callback's cost of each run (at every N steps; "
                         "default: the run's own) instead of drawing")
@@ -292,8 +297,14 @@ def main(argv: list[str] | None = None) -> None:
             written += premise_per_part(frame, args.out / f"premise_{part[3:]}", part) or []
     except ValueError as e:
         print(f"skipped the premise figures: {e}")
-    written += geometry_over_training(geometry_series(runs), args.out / "geometry_over_training",
-                                      source_text(runs)) or []
+    series, source = geometry_series(runs), source_text(runs)
+    if args.with_study:
+        from analysis.premise_study import study_series
+
+        series.update({f"{k} (checkpoints)": v for k, v in
+                       study_series(json.loads(args.with_study.read_text())).items()})
+        source += f" | {args.with_study}"
+    written += geometry_over_training(series, args.out / "geometry_over_training", source) or []
     for path in written:
         print(f"wrote {path}")
 

@@ -143,38 +143,46 @@ def study_series(study: list[dict]) -> dict:
     return series
 
 
+def _cell(values, digits: int = 3, n: bool = True) -> str:
+    """'0.612 ± 0.009 (n=3)' (mean ± t half-width over seeds); '—' when there is none."""
+    m = mean_interval(values)
+    if m.mean is None:
+        return "—"
+    half = f" ± {m.half_width:.{digits}f}" if m.low is not None else ""
+    return f"{m.mean:.{digits}f}{half}" + (f" (n={m.n})" if n else "")
+
+
 def over_training(study: list[dict]) -> str:
     """Markdown: per learning rate and checkpoint step, the concentration and the reach of
     FIGURE_SUBSPACES (mean ± t-interval over seeds), then GeoRA - PiSSA paired over seeds."""
-    lines = ["| lr | step | top-r share (Gaussian's) | " + " | ".join(f"reach {LABELS[s]}" for s in FIGURE_SUBSPACES)
-             + " | reach GeoRA − PiSSA (paired) |", "|---|---:|---:|" + "---:|" * (len(FIGURE_SUBSPACES) + 1)]
+    head = ["lr", "step", "top-r share (Gaussian's)", *(f"reach {LABELS[s]}" for s in FIGURE_SUBSPACES),
+            "reach GeoRA − PiSSA (paired)"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for lr in sorted({r["lr"] for r in study}):
         runs = [r for r in study if r["lr"] == lr]
-        steps = sorted(set.union(*[{s["step"] for s in r["steps"]} for r in runs]))
-        for step in steps:
+        for step in sorted(set.union(*[{s["step"] for s in r["steps"]} for r in runs])):
             pairs = [(r, s) for r in runs for s in r["steps"] if s["step"] == step]
-            at = [s for _, s in pairs]
-
-            def iv(f, digits=3, n=True):
-                m = mean_interval([f(s) for s in at])
-                return "—" if m.mean is None else (f"{m.mean:.{digits}f}" + (
-                    f" ± {m.half_width:.{digits}f}" if m.low is not None else "") + (f" (n={m.n})" if n else ""))
-            conc = iv(lambda s: s["premise"]["overall"]["concentration"]["top_r_share"])
-            gauss = iv(lambda s: s["premise"]["overall"]["concentration_gaussian"]["top_r_share"], n=False)
-            reach = [iv(lambda s, x=x: s["geometry"]["capture"][x]["reach"]) for x in FIGURE_SUBSPACES]
-            d = paired_difference({r["seed"]: s["geometry"]["capture"]["geora"]["reach"] for r, s in pairs},
-                                  {r["seed"]: s["geometry"]["capture"]["pissa"]["reach"] for r, s in pairs})
-            lines.append(f"| {lr:g} | {step} | {conc} ({gauss}) | " + " | ".join(reach)
-                         + f" | {format_difference(d, 3)} |")
+            overall = [s["premise"]["overall"] for _, s in pairs]
+            reach = {x: {r["seed"]: s["geometry"]["capture"][x]["reach"] for r, s in pairs}
+                     for x in FIGURE_SUBSPACES}
+            conc = _cell([o["concentration"]["top_r_share"] for o in overall])
+            gauss = _cell([o["concentration_gaussian"]["top_r_share"] for o in overall], n=False)
+            d = paired_difference(reach["geora"], reach["pissa"])
+            cells = [f"{lr:g}", str(step), f"{conc} ({gauss})",
+                     *(_cell(list(reach[x].values())) for x in FIGURE_SUBSPACES), format_difference(d, 3)]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep", type=Path, help="the sweep folder (e.g. multirun/micro_premise_study)")
-    p.add_argument("--out", type=Path, required=True, help="folder for premise_runs.json, table.md, figures")
-    p.add_argument("--step", type=int, help="the checkpoint step of the table (default: the last one every run has)")
-    p.add_argument("--reuse", action="store_true", help="read --out/premise_runs.json instead of the checkpoints")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for premise_runs.json, table.md, figures")
+    p.add_argument("--step", type=int,
+                   help="the checkpoint step of the table (default: the last one every run has)")
+    p.add_argument("--reuse", action="store_true",
+                   help="read --out/premise_runs.json instead of the checkpoints")
     args = p.parse_args(argv)
     try:
         if args.reuse:
@@ -185,8 +193,11 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     frame = final_frame(study, args.step)
+    # runs of different lengths meet at one step; the constant schedule makes a run's first
+    # N steps the same whatever its max_steps, and lr_scale only names the learning rate
     table = premise_table(frame, "premise", f"The micro premise study: FullFT's update at step "
-                          f"{int(frame['step'].iloc[0])}, the checkpoint every run has")
+                          f"{int(frame['step'].iloc[0])}, the checkpoint every run has",
+                          variant_ignore=("train.max_steps", "lr_scale"))
     source = f"source: {args.sweep} | " + ", ".join(
         f"lr={lr:g} n={n}" for lr, n in frame.groupby("lr").size().items())
     text = (render.markdown(table) + "\n## Over training (every kept checkpoint)\n\n" + over_training(study)

@@ -203,6 +203,7 @@ def test_a_fullft_run_writes_geometry_records_and_its_premise(tmp_path, monkeypa
     assert [x["step"] for x in lines if "geometry" in x] == [2, 4]
     assert sum("reward" in x for x in lines) == 4        # the Trainer's own records are intact
     on_disk = json.loads((tmp_path / "results.json").read_text())["analysis"]["premise"]
-    assert on_disk["overall"]["capture"] == json.loads(json.dumps(res["analysis"]["premise"]["overall"]["capture"]))
+    returned = res["analysis"]["premise"]["overall"]["capture"]
+    assert on_disk["overall"]["capture"] == json.loads(json.dumps(returned))
     assert 0 < on_disk["overall"]["capture"]["pissa"]["reach"] <= 1
     assert res["train"]["reward_per_step"] and len(res["train"]["reward_per_step"]) == 4

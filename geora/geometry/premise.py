@@ -229,9 +229,11 @@ def aggregate(records: list[dict]) -> dict:
 
 def premise_summary(updates: Iterable[tuple], *, r: int = 16, rho: float = 0.2, seed: int = 0,
                     exact_max_dim: int = EXACT_MAX_DIM, names: Iterable[str] = SUBSPACES,
-                    modules: bool = True) -> dict:
+                    modules: bool = True, subspaces: dict | None = None) -> dict:
     """The premise section of (name, W0, dW) items, one matrix at a time: overall, by
-    module type, by layer (and every matrix's record under "modules" with `modules`)."""
+    module type, by layer (and every matrix's record under "modules" with `modules`).
+    `subspaces` ({module: initial_subspaces(W0, ...)}) reuses bases already built (many
+    updates of the same W0, e.g. a run's checkpoints); missing modules are built here."""
     start = time.perf_counter()
     names = tuple(names)
     unknown = sorted(set(names) - set(SUBSPACES))
@@ -240,7 +242,9 @@ def premise_summary(updates: Iterable[tuple], *, r: int = 16, rho: float = 0.2, 
     records = []
     for item in updates:
         name, w0, dw = item[:3]
-        subs = initial_subspaces(w0, r, rho, seed=seed, names=names, where=name)
+        subs = (subspaces or {}).get(name)
+        if subs is None:
+            subs = initial_subspaces(w0, r, rho, seed=seed, names=names, where=name)
         records.append(premise_matrix(name, dw, subs, r, exact_max_dim=exact_max_dim, seed=seed))
     if not records:
         raise ValueError("no weight updates for the premise (the iterable was empty)")
