@@ -458,6 +458,38 @@ def _eval_scores(runs, out, options):
     return eval_scores_figure(runs, out)
 
 
+def _premise_part(runs, out, part: str, name: str):
+    from analysis.premise import premise_frame, premise_per_part
+
+    try:
+        frame = premise_frame(runs)
+    except ValueError as e:         # no run of a full-update method
+        return _skip(name, str(e))
+    return premise_per_part(frame, out, part) or _skip(name, "no per-part premise records")
+
+
+@figure("premise_layer")
+def _premise_layer(runs, out, options):
+    return _premise_part(runs, out, "by_layer", "premise_layer")
+
+
+@figure("premise_type")
+def _premise_type(runs, out, options):
+    return _premise_part(runs, out, "by_type", "premise_type")
+
+
+@figure("geometry_over_training")
+def _geometry_over_training(runs, out, options):
+    from analysis.premise import geometry_over_training, geometry_series
+
+    series = geometry_series(runs)
+    if not series:
+        return _skip("geometry_over_training", "no run logged geometry records "
+                     "(analysis.track_every)")
+    return geometry_over_training(series, out, source_text(runs)) or \
+        _skip("geometry_over_training", "no geometry records to draw")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("roots", nargs="+", type=Path, help="folders searched for results.json")
