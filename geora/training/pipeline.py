@@ -271,6 +271,7 @@ def prepare(run: Run) -> None:
 def grpo(run: Run) -> dict:
     """GRPO through TRL; returns the training record for results.json."""
     from geora.training.grpo import JsonlLogCallback, StepStats, build_trainer
+    from geora.vllm_backend import rollout_engine
 
     cfg, stats = run.cfg, StepStats()
     trainer = build_trainer(run.model, run.tokenizer, run.train_data, cfg.train,
@@ -291,7 +292,7 @@ def grpo(run: Run) -> dict:
             "train_runtime_s": float(out.metrics.get("train_runtime", 0.0)),
             "peak_memory_gib": StepStats.peak_memory_gib(run.device),
             "trainable_params": int(trainable), "total_params": int(total),
-            "frozen_unchanged": unchanged}
+            "frozen_unchanged": unchanged, "rollout_engine": rollout_engine(trainer)}
 
 
 def save(run: Run) -> None:
