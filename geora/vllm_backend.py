@@ -45,13 +45,15 @@ MODES = ("colocate", "server")
 CPU_ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
 # vLLM's LoRA slots come in these ranks only (vllm.config.lora.MaxLoRARanks, 0.31).
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+# The real lookup, kept: lm_eval_vllm_module patches importlib.metadata.version while it imports.
+_metadata_version = metadata.version
 
 
 def vllm_distribution() -> tuple[str, str] | None:
     """(distribution name, version) of the installed vLLM build, or None."""
     for name in DISTRIBUTIONS:
         try:
-            return name, metadata.version(name)
+            return name, _metadata_version(name)
         except metadata.PackageNotFoundError:
             continue
     return None
@@ -65,15 +67,15 @@ def check_vllm_settings(train: Mapping[str, Any], device: str) -> None:
     """One line per refusal, before anything loads (see the module doc)."""
     if not train.get("use_vllm"):
         return
-    if not vllm_installed():
-        raise RuntimeError(f"train.use_vllm=true needs vLLM, which is not installed in this "
-                           f"environment: {INSTALL_HINT}; or set train.use_vllm=false")
     mode = train.get("vllm_mode")
     if mode not in MODES:
         raise ValueError(f"train.vllm_mode={mode!r}: choose colocate or server")
     if mode == "server" and str(device) == "cpu":
         raise ValueError("train.vllm_mode=server on device=cpu: TRL's server-mode weight sync "
                          "needs NCCL and CUDA; use train.vllm_mode=colocate on the CPU")
+    if not vllm_installed():
+        raise RuntimeError(f"train.use_vllm=true needs vLLM, which is not installed in this "
+                           f"environment: {INSTALL_HINT}; or set train.use_vllm=false")
 
 
 def lora_slot_rank(rank: int, where: str) -> int:
@@ -160,9 +162,20 @@ def model_runner(llm):
 def reload_weights_sync(generation) -> None:
     """TRL's VLLMGeneration.sync_weights for the colocated CPU engine: the same (name,
     tensor) stream (`_iter_named_params`: PEFT adapters merged, plain names) through the
-    model runner's reload_weights in checkpoint format, then the prefix cache reset."""
-    model_runner(generation.llm).reload_weights(
-        weights_iterator=generation._iter_named_params(), is_checkpoint_format=True)
+    model runner's reload_weights in checkpoint format, then the prefix cache reset.
+
+    Tied embeddings: vLLM's CPU backend computes the logits from a packed copy of the
+    lm_head weight made once after loading (dispatch_cpu_unquantized_gemm); with tied
+    embeddings no `lm_head.*` tensor is streamed, so reload_weights leaves that copy stale
+    (the embedding itself is updated). It is re-made here from the updated weight: without
+    it, a model whose embedding trains (full fine-tuning) generates from the old lm_head."""
+    runner = model_runner(generation.llm)
+    runner.reload_weights(weights_iterator=generation._iter_named_params(),
+                          is_checkpoint_format=True)
+    lm_head = getattr(runner.get_model(), "lm_head", None)
+    tied = getattr(runner.model_config.hf_config, "tie_word_embeddings", False)
+    if tied and lm_head is not None and hasattr(lm_head, "quant_method"):
+        lm_head.quant_method.process_weights_after_loading(lm_head)
     generation.llm.reset_prefix_cache()
 
 
@@ -190,12 +203,13 @@ def rollout_engine(trainer) -> dict[str, Any]:
 
 
 def _version_with_cpu_build(name: str) -> str:
-    """importlib.metadata.version, answering "vllm" with the installed build's version."""
+    """importlib.metadata.version, answering "vllm" for the CPU build as vLLM itself does
+    (vllm.platforms.vllm_version_matches_substr: the vllm-cpu version + "+cpu")."""
     if name == "vllm":
         found = vllm_distribution()
         if found is not None:
-            return found[1]
-    return metadata.version(name)
+            return found[1] + ("+cpu" if found[0] == "vllm-cpu" else "")
+    return _metadata_version(name)
 
 
 def lm_eval_vllm_module():
@@ -205,8 +219,57 @@ def lm_eval_vllm_module():
 
     module_name = "lm_eval.models.vllm_causallms"
     if module_name not in sys.modules:
+        from vllm.platforms import current_platform
+
+        current_platform.is_cpu()     # vLLM picks its platform before the patch below
         with mock.patch("importlib.metadata.version", _version_with_cpu_build):
             importlib.import_module(module_name)   # binds `version` to the shim at import
     module = sys.modules[module_name]
     module.version = _version_with_cpu_build
     return module
+
+
+def merge_export(model_dir: str | Path, adapter_dir: str | Path, dtype: str, out_dir: str | Path
+                 ) -> Path:
+    """The base model with the LoRA export merged in (PEFT's merge_and_unload), written with
+    the base's tokenizer as a model folder: what vLLM's CPU backend evaluates instead of a
+    LoRA (its CPU LoRA kernels crash on log-likelihood requests, and vLLM's LoRA dtypes do not
+    include float32)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from geora.models import torch_dtype
+
+    load_dtype = "auto" if dtype == "auto" else torch_dtype(dtype)
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=load_dtype)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(str(out_dir))
+    AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(str(out_dir))
+    return Path(out_dir)
+
+
+def lm_eval_vllm_args(model_dir: str | Path, adapter_dir: str | Path | None, dtype: str,
+                      scratch: str | Path) -> dict[str, Any]:
+    """lm-eval `vllm` model_args for a model folder plus, optionally, a PEFT LoRA export.
+
+    On a GPU the export is served as a LoRA, in the smallest LoRA slot vLLM allows that holds
+    its rank (a rank above vLLM's largest is refused here, before anything loads). On the CPU
+    backend the export is merged into the base first (merge_export, into `scratch`), and the
+    CPU engine's settings are applied where unset. The caller keeps `scratch` until the
+    evaluation ends."""
+    lm_eval_vllm_module()     # lm-eval's vllm backend, importable with the CPU build
+    rank = None
+    if adapter_dir is not None:
+        import json
+
+        rank = int(json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"])
+    if not on_cpu_backend():
+        args: dict[str, Any] = {"pretrained": str(model_dir), "dtype": dtype}
+        if adapter_dir is not None:
+            args |= {"lora_local_path": str(adapter_dir),
+                     "max_lora_rank": lora_slot_rank(rank, f"the LoRA export {adapter_dir}")}
+        return args
+    apply_cpu_engine_env()
+    if adapter_dir is not None:
+        model_dir = merge_export(model_dir, adapter_dir, dtype, scratch)
+    return {"pretrained": str(model_dir), "dtype": dtype}

@@ -231,14 +231,21 @@ def evaluate_pretrained(model_dir: str | Path, eval_cfg: Any, out_dir: str | Pat
     if settings.backend == "hf":
         if adapter_dir is not None:
             args["peft"] = str(adapter_dir)
-    elif adapter_dir is not None:  # vllm serves the adapter as a LoRA on the base
-        # vLLM preallocates LoRA slots of max_lora_rank (default 16); residual-method
-        # exports are rank 2r (32 at the paper's r = 16), so pass the adapter's own rank.
-        rank = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"]
-        args |= {"lora_local_path": str(adapter_dir), "max_lora_rank": int(rank)}
     desc = {"source": "directory", "model_dir": str(model_dir), "adapter_dir":
             None if adapter_dir is None else str(adapter_dir), "backend": settings.backend}
-    return run_lm(settings.backend, args, settings, out_dir, model_desc=desc, device=device)
+    if settings.backend == "hf":
+        return run_lm(settings.backend, args, settings, out_dir, model_desc=desc, device=device)
+    # vllm: on a GPU the adapter is served as a LoRA in a slot of vLLM's allowed ranks
+    # (residual exports are rank 2r); on the CPU backend it is merged into the base first
+    # (geora.vllm_backend.lm_eval_vllm_args). The merged folder lives until the end.
+    import tempfile
+
+    from geora.vllm_backend import lm_eval_vllm_args
+
+    with tempfile.TemporaryDirectory(prefix="geora-vllm-eval-") as scratch:
+        args |= lm_eval_vllm_args(model_dir, adapter_dir, dtype, scratch)
+        desc["merged_for_vllm_cpu"] = adapter_dir is not None and args["pretrained"] == scratch
+        return run_lm(settings.backend, args, settings, out_dir, model_desc=desc, device=device)
 
 
 def format_scores(scores: Mapping[str, float], settings: Any) -> str:
