@@ -52,7 +52,7 @@ $(VLLM_STAMP): pyproject.toml constraints-vllm.txt
 install-vllm: $(VLLM_STAMP)
 
 test-vllm: install-vllm
-	$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider -m vllm
+	$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider -m vllm tests
 
 clean:
 	rm -rf outputs multirun .pytest_cache
