@@ -87,3 +87,22 @@ def test_version_shim_answers_vllm_for_the_cpu_build_only(monkeypatch):
     installed = {}
     with pytest.raises(metadata.PackageNotFoundError):
         vllm_backend._version_with_cpu_build("vllm")
+
+
+def test_gpu_eval_serves_the_export_in_a_lora_slot_and_refuses_a_rank_above_them(
+        monkeypatch, tmp_path):
+    """The GPU branch of lm_eval_vllm_args (no vLLM here: its two vLLM calls stubbed)."""
+    import json
+
+    monkeypatch.setattr(vllm_backend, "lm_eval_vllm_module", lambda: None)
+    monkeypatch.setattr(vllm_backend, "on_cpu_backend", lambda: False)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 24}))
+    args = vllm_backend.lm_eval_vllm_args("base/", tmp_path, "bfloat16", tmp_path / "unused")
+    assert args == {"pretrained": "base/", "dtype": "bfloat16", "lora_local_path": str(tmp_path),
+                    "max_lora_rank": 32}
+    assert vllm_backend.lm_eval_vllm_args("base/", None, "auto", "x") == \
+        {"pretrained": "base/", "dtype": "auto"}
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 600}))
+    with pytest.raises(ValueError, match=r"LoRA rank 600 is above vLLM's largest LoRA rank 512"):
+        vllm_backend.lm_eval_vllm_args("base/", tmp_path, "bfloat16", tmp_path / "unused")
+    assert not (tmp_path / "unused").exists()

@@ -218,7 +218,9 @@ def evaluate_pretrained(model_dir: str | Path, eval_cfg: Any, out_dir: str | Pat
                         adapter_dir: str | Path | None = None, dtype: str = "auto",
                         device: str | None = None) -> dict[str, float]:
     """Score a model folder (plus, optionally, a PEFT LoRA folder made for that same base)
-    through lm-eval's `hf` backend (CPU or GPU) or `vllm` backend (GPU, `gpu` extra).
+    through lm-eval's `hf` backend (CPU or GPU) or `vllm` backend (GPU: the `gpu` extra, the
+    adapter served as a LoRA; CPU: `make install-vllm`, the adapter merged first; see
+    geora.vllm_backend.lm_eval_vllm_args).
 
     Note: with an adapter, lm-eval's hf loader resizes the embeddings to the tokenizer's
     length when they differ; scripts/evaluate.py therefore loads hf adapters in memory."""
