@@ -104,7 +104,9 @@ def grpo_step(use_vllm: bool, steps: int, out_dir: Path, threads: int) -> dict:
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
     record = json.loads((out_dir / "results.json").read_text())["train"]
     log = [json.loads(line) for line in (out_dir / "train_log.jsonl").read_text().splitlines()]
-    step_s = [r["dt"] for r in log if r.get("dt") is not None]   # step 2.. (dt from the previous)
+    # one record per step (logging_steps=1; the run's summary record has no "loss"); dt is
+    # the time since the previous step's record, so steps 2.. have one
+    step_s = [r["dt"] for r in log if "loss" in r and r.get("dt") is not None]
     return {"use_vllm": use_vllm, "wall_s": round(time.perf_counter() - t0, 1),
             "median_step_s_after_first": statistics.median(step_s) if step_s else None,
             "step_s": step_s, "rollout_engine": record.get("rollout_engine")}

@@ -148,7 +148,7 @@ def test_pipeline_fills_the_run_folder(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary leftovers
 
 
-def test_vllm_needs_the_gpu_extra_and_batches_must_split():
+def test_vllm_needs_vllm_installed_and_batches_must_split():
     from geora.training.grpo import grpo_config, per_device_batch
 
     cfg = config("train.use_vllm=true")
