@@ -121,7 +121,12 @@ def engine_defaults(model, tokenizer, scratch: str) -> dict[str, Any]:
     defaults: dict[str, Any] = {"dtype": _torch_dtype_name(model)}
     path = str(getattr(model, "name_or_path", "") or "")
     if not (Path(path) / "config.json").is_file():
-        config = model.config if hasattr(model, "config") else model.get_base_model().config
+        import copy
+
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        config = copy.deepcopy(base.config)
+        if not config.architectures:   # a config built from arch settings names none;
+            config.architectures = [type(base).__name__]   # vLLM picks its model class by it
         config.save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)
         defaults |= {"model": scratch, "load_format": "dummy"}
