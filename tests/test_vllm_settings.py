@@ -58,7 +58,8 @@ def test_lora_slot_rank_rounds_up_to_vllms_ranks_and_refuses_above_them():
 
 def test_cpu_engine_env_keeps_what_the_user_set(monkeypatch):
     for key in (*CPU_ENGINE_ENV, "OMP_NUM_THREADS"):
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, "recorded")   # so that monkeypatch restores the key after
+        monkeypatch.delenv(key)               # the test, also where it was unset before
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "7")
     applied = apply_cpu_engine_env(3)
     assert applied == {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "3"}
