@@ -114,11 +114,11 @@ def _torch_dtype_name(model) -> str:
             torch.float16: "float16"}.get(dtype, "auto")
 
 
-def engine_defaults(model, tokenizer, scratch: str) -> dict[str, Any]:
+def engine_defaults(model, tokenizer, scratch: str, dtype: str | None = None) -> dict[str, Any]:
     """Keyword arguments the colocated LLM is given on top of TRL's (see the module doc);
     `scratch`: a folder for the config-only checkpoint (and tokenizer) of a model with no
     folder."""
-    defaults: dict[str, Any] = {"dtype": _torch_dtype_name(model)}
+    defaults: dict[str, Any] = {"dtype": dtype or _torch_dtype_name(model)}
     path = str(getattr(model, "name_or_path", "") or "")
     if not (Path(path) / "config.json").is_file():
         import copy
@@ -134,16 +134,17 @@ def engine_defaults(model, tokenizer, scratch: str) -> dict[str, Any]:
 
 
 @contextmanager
-def colocated_engine(model, tokenizer) -> Iterator[None]:
+def colocated_engine(model, tokenizer, dtype: str | None = None) -> Iterator[None]:
     """Inside, TRL's colocated `vllm.LLM(...)` also gets `engine_defaults(...)` (the
-    caller's own keywords win, except `model`, replaced only for a model with no folder).
+    caller's own keywords win, except `model`, replaced only for a model with no folder;
+    `dtype` None: the model's own, e.g. "bfloat16" for fp32 master weights under bf16 autocast).
     TRL imports LLM into trl.generation.vllm_generation; that name is swapped for the
     duration (GRPOTrainer.__init__ builds the engine) and put back."""
     import trl.generation.vllm_generation as trl_vllm
 
     original = trl_vllm.LLM
     with tempfile.TemporaryDirectory(prefix="geora-vllm-") as scratch:
-        defaults = engine_defaults(model, tokenizer, scratch)
+        defaults = engine_defaults(model, tokenizer, scratch, dtype)
 
         def build(*args, **kwargs):
             if "model" in defaults:

@@ -107,3 +107,27 @@ def test_gpu_eval_serves_the_export_in_a_lora_slot_and_refuses_a_rank_above_them
     with pytest.raises(ValueError, match=r"LoRA rank 600 is above vLLM's largest LoRA rank 512"):
         vllm_backend.lm_eval_vllm_args("base/", tmp_path, "bfloat16", tmp_path / "unused")
     assert not (tmp_path / "unused").exists()
+
+
+def test_engine_defaults_give_the_trained_models_dtype_and_a_folder_to_a_random_init_model(
+        tmp_path):
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from geora.models import ASSETS_DIR
+    from tests.conftest import build_tiny_qwen3
+
+    tokenizer = AutoTokenizer.from_pretrained(ASSETS_DIR / "micro")
+    bundled = AutoModelForCausalLM.from_pretrained(ASSETS_DIR / "micro", dtype=torch.float32)
+    assert vllm_backend.engine_defaults(bundled, tokenizer, str(tmp_path)) == {"dtype": "float32"}
+    assert vllm_backend.engine_defaults(bundled, tokenizer, str(tmp_path), "bfloat16") == \
+        {"dtype": "bfloat16"}
+    assert not list(tmp_path.iterdir())     # a model with a folder: nothing written
+    random_init = build_tiny_qwen3().to(torch.bfloat16)      # from a config: no folder
+    defaults = vllm_backend.engine_defaults(random_init, tokenizer, str(tmp_path))
+    assert defaults == {"dtype": "bfloat16", "model": str(tmp_path), "load_format": "dummy"}
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architectures"] == ["Qwen3ForCausalLM"]
+    assert (tmp_path / "tokenizer.json").is_file()

@@ -169,8 +169,9 @@ class JsonlLogCallback(TrainerCallback):
 
 
 def _vllm_engine(model, tokenizer, args, device: str):
-    """Where TRL builds a colocated vLLM engine: the trained model's dtype (and the CPU
-    engine's settings on the CPU) given to it (geora.vllm_backend.colocated_engine)."""
+    """Where TRL builds a colocated vLLM engine: the trained model's dtype (bf16 under
+    train.bf16's autocast) and, on the CPU, the CPU engine's settings given to it
+    (geora.vllm_backend.colocated_engine)."""
     from contextlib import nullcontext
 
     if not (args.use_vllm and args.vllm_mode == "colocate"):
@@ -179,7 +180,7 @@ def _vllm_engine(model, tokenizer, args, device: str):
 
     if str(device) == "cpu":
         apply_cpu_engine_env(torch.get_num_threads())
-    return colocated_engine(model, tokenizer)
+    return colocated_engine(model, tokenizer, "bfloat16" if args.bf16 else None)
 
 
 def build_trainer(model, tokenizer, train_dataset, train: Mapping[str, Any], *, output_dir: str,
