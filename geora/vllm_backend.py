@@ -63,6 +63,11 @@ def vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None and vllm_distribution() is not None
 
 
+class VllmUnavailableError(ValueError, RuntimeError):
+    """vLLM asked for where it is not installed: bad input (one line at the start, like a
+    ValueError) that is also the RuntimeError a missing engine has always raised."""
+
+
 def check_vllm_settings(train: Mapping[str, Any], device: str) -> None:
     """One line per refusal, before anything loads (see the module doc)."""
     if not train.get("use_vllm"):
@@ -74,7 +79,7 @@ def check_vllm_settings(train: Mapping[str, Any], device: str) -> None:
         raise ValueError("train.vllm_mode=server on device=cpu: TRL's server-mode weight sync "
                          "needs NCCL and CUDA; use train.vllm_mode=colocate on the CPU")
     if not vllm_installed():
-        raise RuntimeError(f"train.use_vllm=true needs vLLM, which is not installed in this "
+        raise VllmUnavailableError(f"train.use_vllm=true needs vLLM, which is not installed in this "
                            f"environment: {INSTALL_HINT}; or set train.use_vllm=false")
 
 

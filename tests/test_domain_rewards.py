@@ -146,7 +146,8 @@ def test_code_reward_survives_hostile_programs(allowed, tmp_path):
     completions = [fenced(src) if src else [{"role": "assistant", "content": good}]
                    for src in programs.values()]
     n = len(completions)
-    reward = CodeReward("all", Limits(timeout_s=2.0, memory_mb=1024))
+    # 6 s: two sandboxed processes per job start well within it even on a loaded 2-core CI
+    reward = CodeReward("all", Limits(timeout_s=6.0, memory_mb=1024))
     scores = reward(completions, tests=[row["tests"]] * n, test_format=[row["test_format"]] * n,
                     test_setup=[row["test_setup"]] * n)
     assert dict(zip(programs, scores)) == {"correct": 1.0, "infinite loop": 0.0, "memory hog": 0.0,

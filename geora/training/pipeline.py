@@ -201,13 +201,6 @@ def check(cfg: DictConfig) -> str:
     check_config(cfg)
     device = resolve_device(str(cfg.device))
     check_run_inputs(cfg, device)
-    if trains(cfg):   # vLLM installed when asked for (else found only when GRPO starts)
-        from geora.training.grpo import check_vllm
-
-        try:
-            check_vllm(cfg.train, device)   # (server mode on a CPU, vLLM missing, ...)
-        except RuntimeError as e:
-            raise ValueError(str(e)) from None
     model = cfg.model   # its files there (config.json), or cached, or the hub reachable
     if model.get("local_path") or model.get("bundled") or (
             not model.get("random_init") and not hub_reachable()):
