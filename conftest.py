@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from geora import resolvers
+from geora import configs
 
-resolvers.register()   # configs composed by the tests resolve as run.py's do
+configs.register()   # configs composed by the tests resolve as run.py's do
 
 
 @pytest.fixture(autouse=True)

@@ -153,20 +153,45 @@ def test_unreachable_hub_fails_fast_with_one_message(overrides, names, tmp_path)
 
 
 def test_eval_defaults_live_in_one_place():
-    """conf/eval_defaults/common.yaml (every eval file's defaults) and the EvalSettings
-    dataclass (the library's) hold the same defaults, and every eval file uses the former."""
+    """geora.configs.EvalConfig (every eval file's typed defaults, in Hydra's ConfigStore) and
+    the EvalSettings dataclass (the library's) hold the same defaults, and every eval file
+    starts from the former."""
     import dataclasses
 
-    import yaml
-
+    from geora.configs import EvalConfig
     from geora.evaluation.settings import EvalSettings
 
-    common = yaml.safe_load((ROOT / "conf" / "eval_defaults" / "common.yaml").read_text())
-    library = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING
-                        else f.default) for f in dataclasses.fields(EvalSettings)}
-    interpolated = {"apply_chat_template", "enable_thinking"}   # follow the model's config
-    assert set(common) <= set(library)
-    assert {k: v for k, v in common.items() if k not in interpolated} == \
-        {k: library[k] for k in common if k not in interpolated}
+    def defaults(cls):
+        return {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING
+                         else f.default) for f in dataclasses.fields(cls)}
+
+    schema, library = defaults(EvalConfig), defaults(EvalSettings)
+    own = {"name", "apply_chat_template", "enable_thinking",   # set per file / follow the model
+           "overwrite"}                                       # scripts/evaluate.py's only
+    assert set(schema) - own <= set(library)
+    def plain(v):
+        return tuple(v) if isinstance(v, (list, tuple)) else v
+
+    assert {k: plain(v) for k, v in schema.items() if k not in own} == \
+        {k: plain(library[k]) for k in schema if k not in own}
     for path in (ROOT / "conf" / "eval").glob("*.yaml"):
         assert "/eval_defaults/common@_here_" in path.read_text(), path.name
+
+
+@pytest.mark.parametrize("line", ["temprature: 0.7",       # a key the schema does not have
+                                  "batch_size: many"])      # a value of the wrong type
+def test_the_eval_schema_refuses_a_bad_eval_file_at_composition(line, tmp_path):
+    import shutil
+
+    from hydra.errors import ConfigCompositionException
+
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    (conf / "eval" / "typo.yaml").write_text(
+        "defaults:\n  - /eval_defaults/common@_here_\n  - _self_\nname: typo\n" + line + "\n")
+    with pytest.raises(ConfigCompositionException) as err:
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            compose("config", overrides=["eval=typo"])
+    assert line.split(":")[0] in str(err.value) + str(err.value.__cause__)
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):   # the rest composes
+        assert compose("config", overrides=["eval=micro"]).eval.batch_size == 200

@@ -1,0 +1,76 @@
+"""What Hydra needs before it composes a config: the OmegaConf resolvers the configs use
+and the typed schemas (Hydra's ConfigStore) they are validated against. Every entry point
+calls `register()` first (run.py, scripts/evaluate.py, the tests' conftest), so a config
+composes, resolves and is type-checked the same wherever it is read.
+
+>>> register()
+>>> from hydra import compose, initialize_config_dir
+>>> from geora.fileio import REPO_ROOT
+>>> with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+...     compose("config", overrides=["eval=micro", "eval.batch_size=many"])
+Traceback (most recent call last):
+...
+hydra.errors.ConfigCompositionException: Error merging override eval.batch_size=many
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING, OmegaConf
+
+
+@dataclass
+class EvalConfig:
+    """The `eval` group's schema and defaults, in one place: every conf/eval/*.yaml starts
+    from it (`defaults: - /eval_defaults/common@_here_`) and sets its name, tasks and what
+    differs. A key it does not have, or a value of the wrong type, fails at composition,
+    naming the key. geora.evaluation.EvalSettings validates the values' meaning (tasks in
+    the catalogue, a known backend, ...) and holds the same defaults (tests/test_config.py)."""
+    name: str = MISSING
+    tasks: List[str] = field(default_factory=list)     # catalogue names (evaluation/catalog.py)
+    in_domain: List[str] = field(default_factory=list)  # which of them are in-domain
+    backend: str = "hf"           # hf: transformers in-process; vllm: lm-eval's vllm backend
+    batch_size: int = 16          # generations per forward pass
+    limit: Optional[int] = None   # items per task; null: every item
+    data_dir: Optional[str] = None   # local files in the real data sets' schemas; null: hub
+    # chat (the model's chat template) or plain: follows model.prompt_format, as training does
+    apply_chat_template: Any = "${oc.select:model.prompt_format,chat}"
+    gen_kwargs: Dict[str, Any] = field(default_factory=dict)   # {}: each task's own
+    # null: each task's own k; an integer for every sampled task; or {task: k}
+    repeats: Any = None
+    max_gen_toks: Optional[int] = None   # null: each task's own length limit
+    allow_code_execution: bool = False   # HumanEval/MBPP run model-written code only if true
+    trust_remote_code: bool = False
+    log_samples: bool = True      # one JSON line per item next to the summary
+    seed: int = 0
+    # the model's chat mode, one setting for training and evaluation; think_end_token null:
+    # with thinking on, only the text after the last </think> is scored
+    enable_thinking: Any = "${oc.select:model.enable_thinking,null}"
+    think_end_token: Optional[str] = None
+    num_threads: Optional[int] = None   # torch CPU threads while evaluating; null: as set
+    # scripts/evaluate.py only: replace a run's evaluation made with other settings
+    overwrite: bool = False
+
+
+def folder_name(path: str | None) -> str:
+    """A run-folder-safe name for a model folder (`model=hf model.path=DIR`): its last part.
+
+    >>> folder_name("/models/SmolLM2-135M-Instruct/"), folder_name("geora/assets/micro")
+    ('SmolLM2-135M-Instruct', 'micro')
+    >>> folder_name(None)
+    'hf'
+    """
+    if not path:   # (the run's checks then name the missing model.path)
+        return "hf"
+    name = Path(str(path)).expanduser().resolve().name
+    return re.sub(r"[^\w.+-]", "_", name) or "model"
+
+
+def register() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    OmegaConf.register_new_resolver("folder_name", folder_name, replace=True)
+    ConfigStore.instance().store(group="eval_defaults", name="common", node=EvalConfig)
