@@ -55,6 +55,26 @@ class EvalConfig:
     overwrite: bool = False
 
 
+@dataclass
+class MethodConfig:
+    """The `method` group's schema and defaults: every conf/method/*.yaml starts from it
+    (`defaults: - /method_defaults/common@_here_`) and sets its name and what differs; a
+    method sets to null what it does not use (geora.prepare_model refuses an argument a
+    method ignores). rank and rho are the paper's r = 16 and rho = 0.2, the same values as
+    geora.methods.DEFAULT_RANK / DEFAULT_RHO (tests/test_one_source.py)."""
+    name: str = MISSING
+    trains: bool = True           # false only for `base`: the untrained model, evaluated
+    rank: Optional[int] = 16
+    rho: Optional[float] = 0.2
+    alpha: Optional[float] = None   # null: alpha = rank (s = 1), where the paper's and PEFT's agree
+    target_modules: Any = "all-linear"
+    # the micro model's (CPU demo; from a reference run, not tuned per method) and a real
+    # model's (train=paper; a documented choice: the paper reports no learning rates)
+    learning_rate: float = 5.0e-4
+    learning_rate_large: float = 5.0e-5
+    options: Dict[str, Any] = field(default_factory=dict)   # geora.prepare_model's options
+
+
 def folder_name(path: str | None) -> str:
     """A run-folder-safe name for a model folder (`model=hf model.path=DIR`): its last part.
 
@@ -73,4 +93,6 @@ def register() -> None:
     from hydra.core.config_store import ConfigStore
 
     OmegaConf.register_new_resolver("folder_name", folder_name, replace=True)
-    ConfigStore.instance().store(group="eval_defaults", name="common", node=EvalConfig)
+    store = ConfigStore.instance()
+    store.store(group="eval_defaults", name="common", node=EvalConfig)
+    store.store(group="method_defaults", name="common", node=MethodConfig)

@@ -164,7 +164,9 @@ def test_one_micro_scorer(task, gold, completion, right):
 def test_default_rank_and_rho():
     from geora import methods, preprocess
 
-    common = OmegaConf.load(ROOT / "conf" / "method_defaults" / "common.yaml")
+    from geora.configs import MethodConfig
+
+    common = MethodConfig()
     assert (common.rank, common.rho) == (methods.DEFAULT_RANK, methods.DEFAULT_RHO)
     help_text = preprocess.build_parser().format_help()
     assert f"default {methods.DEFAULT_RANK}" in help_text
