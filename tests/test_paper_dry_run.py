@@ -38,6 +38,14 @@ ANALYSIS = {"k": 16, "default_reading": "either", "readings": ["either"],
 MASKS = {"aggregate": {"frac_a": 0.2, "frac_b": 0.2, "intersection": 0.1, "union": 0.3, "jaccard": 0.33}}
 
 
+def number(text: str):
+    """A swept value as Hydra reads it: an int where it is one (method.rank is typed int)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def write_sweeps(script, root: Path) -> tuple[int, int]:
     """One run folder per job of every paper experiment (see the module docstring); the
     number of jobs and by how much the shrunk model's narrowest linear layer exceeds the
@@ -54,7 +62,7 @@ def write_sweeps(script, root: Path) -> tuple[int, int]:
                     if key == "model":   # the model file's name under checkpoint=base (the default)
                         key, value = "model.name", f"{value}_base"
                     key = {"method": "method.name"}.get(key, key)
-                    OmegaConf.update(cfg, key, value if key.endswith("name") else float(value))
+                    OmegaConf.update(cfg, key, value if key.endswith("name") else number(value))
                 a = cfg.model.arch     # Qwen3/Llama linears: hidden, heads x head_dim, MLP width
                 sides = (a.hidden_size, a.num_attention_heads * a.head_dim,
                          a.num_key_value_heads * a.head_dim, a.intermediate_size)
