@@ -75,6 +75,54 @@ class MethodConfig:
     options: Dict[str, Any] = field(default_factory=dict)   # geora.prepare_model's options
 
 
+@dataclass
+class TrainConfig:
+    """The `train` group's schema (conf/train/micro.yaml and paper.yaml start from it,
+    `defaults: - /train_schema@_here_`): the type of every setting, each recipe giving every
+    value (MISSING here: a recipe that forgets one fails at composition, as does a value of
+    the wrong type, naming the key). All but the project's own keys
+    (geora.training.grpo.PROJECT_KEYS) go to trl.GRPOConfig under these names;
+    `+train.<GRPOConfig field>=...` sets one that no recipe names."""
+    name: str = MISSING
+    device: str = MISSING
+    max_steps: int = MISSING
+    learning_rate: float = MISSING
+    lr_scheduler_type: str = MISSING
+    warmup_steps: int = MISSING
+    weight_decay: float = MISSING
+    max_grad_norm: float = MISSING
+    num_generations: int = MISSING
+    prompts_per_step: int = MISSING
+    gradient_accumulation_steps: int = MISSING
+    max_completion_length: Any = MISSING      # one integer, or {thinking: N, no_thinking: M}
+    temperature: float = MISSING
+    top_p: float = MISSING
+    beta: float = MISSING
+    loss_type: str = MISSING
+    epsilon: float = MISSING
+    epsilon_high: Optional[float] = MISSING
+    scale_rewards: Any = MISSING              # group | batch | none (TRL also takes booleans)
+    num_iterations: int = MISSING
+    mask_truncated_completions: bool = MISSING
+    vllm_importance_sampling_correction: bool = MISSING
+    rewards: Any = MISSING                    # names in geora.rewards.REWARDS
+    reward_weights: Optional[List[float]] = MISSING
+    allow_code_execution: bool = MISSING
+    track_every: Optional[int] = MISSING
+    save_steps: int = MISSING
+    save_total_limit: Optional[int] = MISSING
+    logging_steps: int = MISSING
+    fused_lora: bool = MISSING
+    merged_rollouts: bool = MISSING
+    use_vllm: bool = MISSING
+    vllm_mode: str = MISSING
+    bf16: bool = MISSING
+    gradient_checkpointing: bool = MISSING
+    check_frozen: bool = MISSING
+    resume: str = MISSING
+    overwrite: bool = MISSING
+
+
 def folder_name(path: str | None) -> str:
     """A run-folder-safe name for a model folder (`model=hf model.path=DIR`): its last part.
 
@@ -96,3 +144,4 @@ def register() -> None:
     store = ConfigStore.instance()
     store.store(group="eval_defaults", name="common", node=EvalConfig)
     store.store(group="method_defaults", name="common", node=MethodConfig)
+    store.store(name="train_schema", node=TrainConfig)

@@ -178,20 +178,24 @@ def test_eval_defaults_live_in_one_place():
         assert "/eval_defaults/common@_here_" in path.read_text(), path.name
 
 
-@pytest.mark.parametrize("line", ["temprature: 0.7",       # a key the schema does not have
-                                  "batch_size: many"])      # a value of the wrong type
-def test_the_eval_schema_refuses_a_bad_eval_file_at_composition(line, tmp_path):
+@pytest.mark.parametrize("group,line", [
+    ("eval", "temprature: 0.7"),        # a key the schema does not have
+    ("eval", "batch_size: many"),       # a value of the wrong type
+    ("method", "rnak: 8"),
+    ("method", "rank: eight"),
+])
+def test_the_schemas_refuse_a_bad_group_file_at_composition(group, line, tmp_path):
     import shutil
 
     from hydra.errors import ConfigCompositionException
 
     conf = tmp_path / "conf"
     shutil.copytree(ROOT / "conf", conf)
-    (conf / "eval" / "typo.yaml").write_text(
-        "defaults:\n  - /eval_defaults/common@_here_\n  - _self_\nname: typo\n" + line + "\n")
+    (conf / group / "typo.yaml").write_text(
+        f"defaults:\n  - /{group}_defaults/common@_here_\n  - _self_\nname: typo\n{line}\n")
     with pytest.raises(ConfigCompositionException) as err:
         with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-            compose("config", overrides=["eval=typo"])
+            compose("config", overrides=[f"{group}=typo"])
     assert line.split(":")[0] in str(err.value) + str(err.value.__cause__)
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):   # the rest composes
         assert compose("config", overrides=["eval=micro"]).eval.batch_size == 200

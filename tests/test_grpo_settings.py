@@ -49,7 +49,7 @@ def test_micro_keeps_trls_default_and_overrides_reach_trl():
 
 
 @pytest.mark.parametrize("override,message", [
-    ("train.epsilon_high=0", "train.epsilon_high=0: expected a number > 0 or null"),
+    ("train.epsilon_high=0", "train.epsilon_high=0.0: expected a number > 0 or null"),
     ("train.epsilon_high=-0.3", "train.epsilon_high=-0.3"),
 ])
 def test_bad_clip_range_is_named(override, message):
