@@ -77,7 +77,11 @@ def cpu_threads_for(model, setting: Any) -> int | None:
         if setting is None:
             return None
         params = sum(p.numel() for p in model.parameters())
-        return 1 if params < ONE_THREAD_MAX_PARAMS else len(os.sched_getaffinity(0))
+        if params < ONE_THREAD_MAX_PARAMS:
+            return 1
+        # the cores this process may use (Linux); every core elsewhere (macOS has no affinity)
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count() or 1
     return int(setting)
 
 
