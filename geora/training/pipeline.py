@@ -196,15 +196,12 @@ def load_train_data(cfg: DictConfig):
 def check(cfg: DictConfig) -> str:
     """Every check that reads nothing of the run folder (config values, the run's inputs);
     returns the device."""
-    from geora.models import hub_reachable, resolve_device, resolve_model_dir
+    from geora.models import resolve_device
 
     check_config(cfg)
     device = resolve_device(str(cfg.device))
+    # (the model's source too: geora.training.resources.check_resources, with the data's)
     check_run_inputs(cfg, device)
-    model = cfg.model   # its files there (config.json), or cached, or the hub reachable
-    if model.get("local_path") or model.get("bundled") or (
-            not model.get("random_init") and not hub_reachable()):
-        resolve_model_dir(model)   # local files only here: no download can start
     return device
 
 

@@ -56,6 +56,12 @@ def local_path_problems(cfg: Any, trains: bool) -> list[str]:
     if path and not (Path(str(path)).expanduser() / "config.json").is_file():
         problems.append(f"model: model.local_path={str(path)!r} is not a Hugging Face model "
                         f"folder (no config.json)")
+    elif not path and model.get("bundled"):
+        from geora.models import ASSETS_DIR
+
+        if not (ASSETS_DIR / str(model.bundled) / "config.json").is_file():
+            problems.append(f"model: bundled model {model.bundled!r} missing at "
+                            f"{ASSETS_DIR / str(model.bundled)}")
     data = cfg.get("data")
     path = data.get("local_path") if data is not None else None
     if trains and path and not Path(str(path)).expanduser().exists():
