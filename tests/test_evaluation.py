@@ -132,7 +132,9 @@ def test_process_math_and_micro_arithmetic():
     assert abs(total * 240 - round(total * 240)) < 1e-9 and total * 240 == sum(i % 9 for i in range(30))
 
 
-def test_code_execution_needs_the_option():
+def test_code_execution_needs_the_option(monkeypatch):
+    # a run that allowed code earlier in this process sets HF_ALLOW_CODE_EVAL=1 for itself
+    monkeypatch.delenv("HF_ALLOW_CODE_EVAL", raising=False)
     with pytest.raises(CodeExecutionRefused, match="eval.allow_code_execution=true"):
         build_specs(_settings(["humaneval"], allow_code_execution=False))
     with pytest.raises(CodeExecutionRefused, match="eval.allow_code_execution"):
