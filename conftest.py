@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from geora import configs
+from geora import config
 
-configs.register()   # configs composed by the tests resolve as run.py's do
+config.register()   # configs composed by the tests resolve as run.py's do
 
 
 @pytest.fixture(autouse=True)

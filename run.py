@@ -30,7 +30,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from geora import configs
+from geora import config
 
 log = logging.getLogger("geora")
 # conf/hydra/launcher/*.yaml share their names with the launchers' registered schemas, which
@@ -49,7 +49,7 @@ def job_dirname(overrides: str, limit: int = 100) -> str:
 
 
 OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
-configs.register()   # the configs' own (model=hf: folder_name)
+config.register()   # the configs' own (model=hf: folder_name)
 
 
 class RunError(RuntimeError):

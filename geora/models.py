@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import torch
 
+from geora.config.sections import ModelConfig
 from geora.distributed import local_rank
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -58,10 +59,10 @@ def checkpoint_dtype(model_dir: str | Path | None) -> str:
     return name if name in DTYPES else "float32"
 
 
-def dtype_name(cfg: Mapping[str, Any]) -> str:
+def dtype_name(cfg: ModelConfig | Mapping[str, Any]) -> str:
     """model.dtype, with `auto` read from the checkpoint (model=hf)."""
-    name = str(cfg.get("dtype") or "float32")
-    return checkpoint_dtype(resolve_model_dir(cfg)) if name == "auto" else name
+    cfg = ModelConfig.of(cfg)
+    return checkpoint_dtype(resolve_model_dir(cfg)) if cfg.dtype == "auto" else cfg.dtype
 
 
 # Below this many parameters one CPU thread is fastest (the micro model's matrices are too
@@ -116,72 +117,76 @@ def resolve_hub_snapshot(repo_id: str, *, repo_type: str = "model", override_key
     return snapshot_download(repo_id, repo_type=repo_type, revision=revision)
 
 
-def resolve_model_dir(cfg: Mapping[str, Any]) -> str | None:
+def resolve_model_dir(cfg: ModelConfig | Mapping[str, Any]) -> str | None:
     """The directory to load weights from, or None for `random_init`."""
-    name = cfg.get("name", "?")
-    if cfg.get("local_path"):
-        path = Path(str(cfg["local_path"])).expanduser()
+    cfg = ModelConfig.of(cfg)
+    name = cfg.name
+    if cfg.local_path:
+        path = Path(cfg.local_path).expanduser()
         if not (path / "config.json").is_file():
             raise FileNotFoundError(
                 f"model.local_path={str(path)!r} (model {name!r}) is not a Hugging Face model "
                 f"directory: no config.json there")
         return str(path)
-    if cfg.get("bundled"):
-        path = ASSETS_DIR / str(cfg["bundled"])
+    if cfg.bundled:
+        path = ASSETS_DIR / cfg.bundled
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"bundled model {cfg['bundled']!r} missing at {path}")
+            raise FileNotFoundError(f"bundled model {cfg.bundled!r} missing at {path}")
         return str(path)
-    if cfg.get("random_init"):
-        if not cfg.get("arch"):
+    if cfg.random_init:
+        if not cfg.arch:
             raise ValueError(f"model.random_init=true (model {name!r}) needs model.arch, the "
                              f"architecture to build")
         return None
-    if not cfg.get("hub_id"):
+    if not cfg.hub_id:
         raise ValueError(f"model {name!r} names no local_path, bundled asset or hub_id")
-    return resolve_hub_snapshot(str(cfg["hub_id"]), override_key="model.local_path",
-                                revision=cfg.get("revision"))
+    return resolve_hub_snapshot(cfg.hub_id, override_key="model.local_path",
+                                revision=cfg.revision)
 
 
-def load_tokenizer(cfg: Mapping[str, Any]):
+def load_tokenizer(cfg: ModelConfig | Mapping[str, Any]):
     """The tokenizer of the model directory; for random_init, `tokenizer_path` (a folder, or
     `bundled:qwen3`, the real Qwen3 tokenizer shipped in the package) or the micro one."""
     from transformers import AutoTokenizer
 
     from geora.tokenizer_assets import resolve_tokenizer_path
 
+    cfg = ModelConfig.of(cfg)
     model_dir = resolve_model_dir(cfg)
     if model_dir is None:
-        model_dir = resolve_tokenizer_path(cfg.get("tokenizer_path") or ASSETS_DIR / "micro")
-    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=bool(cfg.get("trust_remote_code", False)))
+        model_dir = resolve_tokenizer_path(cfg.tokenizer_path or ASSETS_DIR / "micro")
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
-def load_model(cfg: Mapping[str, Any], *, device: str | torch.device = "cpu",
+def load_model(cfg: ModelConfig | Mapping[str, Any], *, device: str | torch.device = "cpu",
                dtype: str | torch.dtype | None = None):
-    """(model, tokenizer) for a model config. `cfg` is a DictConfig or a plain dict; `dtype`
-    replaces model.dtype (the pipeline loads fp32 master weights for full fine-tuning)."""
+    """(model, tokenizer) for a model config (a ModelConfig, or a DictConfig / dict checked
+    into one); `dtype` replaces model.dtype (the pipeline loads fp32 master weights for
+    full fine-tuning)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    cfg = ModelConfig.of(cfg)
     if not isinstance(dtype, torch.dtype):
         dtype = torch_dtype(str(dtype) if dtype and dtype != "auto" else dtype_name(cfg))
     model_dir = resolve_model_dir(cfg)
     tokenizer = load_tokenizer(cfg)
     if model_dir is None:
-        arch = dict(cfg["arch"])
+        arch = dict(cfg.arch)
         if len(tokenizer) > int(arch.get("vocab_size", 0)):
             raise ValueError(
-                f"model.arch.vocab_size={arch.get('vocab_size')} (model {cfg.get('name')!r}) is "
+                f"model.arch.vocab_size={arch.get('vocab_size')} (model {cfg.name!r}) is "
                 f"smaller than its tokenizer ({len(tokenizer)} tokens, model.tokenizer_path="
-                f"{cfg.get('tokenizer_path')!r}): token ids would fall outside the embedding")
+                f"{cfg.tokenizer_path!r}): token ids would fall outside the embedding")
         config = AutoConfig.for_model(**arch)
-        torch.manual_seed(int(cfg.get("init_seed", 0)))
+        torch.manual_seed(cfg.init_seed)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     else:
         model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=dtype, trust_remote_code=bool(cfg.get("trust_remote_code", False)))
-    add_stop_tokens(model, tokenizer, cfg.get("stop_tokens") or (), str(cfg.get("name", "?")))
+            model_dir, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+    add_stop_tokens(model, tokenizer, cfg.stop_tokens, cfg.name)
     return model.to(device), tokenizer
 
 
@@ -212,14 +217,14 @@ def add_stop_tokens(model, tokenizer, tokens, name: str = "?") -> None:
 CHAT_MODES = ("thinking", "no_thinking")
 
 
-def chat_template_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of apply_chat_template for a model config's chat mode.
+def chat_template_kwargs(enable_thinking: bool | None) -> dict[str, Any]:
+    """The keyword arguments of apply_chat_template for a chat mode (model.enable_thinking;
+    None: the template has no switch, nothing is passed).
 
-    >>> chat_template_kwargs({"enable_thinking": False}), chat_template_kwargs({})
+    >>> chat_template_kwargs(False), chat_template_kwargs(None)
     ({'enable_thinking': False}, {})
     """
-    thinking = cfg.get("enable_thinking")
-    return {} if thinking is None else {"enable_thinking": bool(thinking)}
+    return {} if enable_thinking is None else {"enable_thinking": bool(enable_thinking)}
 
 
 def for_chat_mode(value: Any, enable_thinking: bool | None, key: str) -> Any:

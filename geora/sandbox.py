@@ -184,13 +184,10 @@ def code_runner_info() -> dict:
     return {"code_runner": runner, "code_runner_detail": detail}
 
 
-def results_record(cfg) -> dict:
+def results_record(executes_code: bool) -> dict:
     """{"code_runner": ..., "code_runner_detail": ...} for a run's results.json when the run
     executes model-written code (train. or eval.allow_code_execution=true), else {}."""
-    def allowed(section):
-        node = cfg.get(section) if hasattr(cfg, "get") else None
-        return bool(node.get("allow_code_execution", False)) if hasattr(node, "get") else False
-    return code_runner_info() if allowed("train") or allowed("eval") else {}
+    return code_runner_info() if executes_code else {}
 
 
 def _hidden_credentials(home: str | None) -> list[str]:

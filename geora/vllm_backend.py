@@ -68,14 +68,14 @@ class VllmUnavailableError(ValueError, RuntimeError):
     ValueError) that is also the RuntimeError a missing engine has always raised."""
 
 
-def check_vllm_settings(train: Mapping[str, Any], device: str) -> None:
-    """One line per refusal, before anything loads (see the module doc)."""
-    if not train.get("use_vllm"):
+def check_vllm_settings(use_vllm: bool, vllm_mode: str, device: str) -> None:
+    """train.use_vllm and train.vllm_mode: one line per refusal, before anything loads (see
+    the module doc)."""
+    if not use_vllm:
         return
-    mode = train.get("vllm_mode")
-    if mode not in MODES:
-        raise ValueError(f"train.vllm_mode={mode!r}: choose colocate or server")
-    if mode == "server" and str(device) == "cpu":
+    if vllm_mode not in MODES:
+        raise ValueError(f"train.vllm_mode={vllm_mode!r}: choose colocate or server")
+    if vllm_mode == "server" and str(device) == "cpu":
         raise ValueError("train.vllm_mode=server on device=cpu: TRL's server-mode weight sync "
                          "needs NCCL and CUDA; use train.vllm_mode=colocate on the CPU")
     if not vllm_installed():

@@ -31,11 +31,11 @@ from omegaconf import DictConfig, open_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
-from geora import configs  # noqa: E402
+from geora import config  # noqa: E402
 from geora.evaluation.harness import SUMMARY_FILE  # noqa: E402
 from geora.training.rundir import AFTER, BASE_METHOD, BEFORE, RunFolder, read_json  # noqa: E402
 
-configs.register()
+config.register()
 log = logging.getLogger("geora.evaluate")
 # As in run.py: conf/hydra/launcher/*.yaml share names with the launchers' schemas.
 warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")

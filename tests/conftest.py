@@ -34,7 +34,7 @@ def tiny_input_ids():
 
 def eval_group(name: str):
     """conf/eval/<name>.yaml as a run sees it: composed with its defaults
-    (geora.configs.EvalConfig) under the main config."""
+    (geora.config.EvalConfig) under the main config."""
     from pathlib import Path
 
     from hydra import compose, initialize_config_dir

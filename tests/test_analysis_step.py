@@ -82,17 +82,18 @@ def test_fullft_keeps_its_initial_weights_only_for_the_analysis(tmp_path):
     without W0 the analysis records why it was skipped (no model needed to decide)."""
     from geora.training.pipeline import Run, analyse, keeps_initial
     from geora.training.rundir import RunFolder
+    from geora.training.settings import RunSettings
 
-    assert keeps_initial(config("method=fullft", "method.rank=null"))
-    assert not keeps_initial(config("method=lora"))
+    assert keeps_initial(RunSettings.from_config(config("method=fullft", "method.rank=null")))
+    assert not keeps_initial(RunSettings.from_config(config("method=lora")))
     # the geometry callback (analysis.track_every) reads dW while training: it keeps W0 too
-    assert keeps_initial(config("method=fullft", "method.rank=null", "analysis.enabled=false",
-                                "analysis.track_every=5"))
+    assert keeps_initial(RunSettings.from_config(config("method=fullft", "method.rank=null", "analysis.enabled=false",
+                                "analysis.track_every=5")))
     records = {}
     for off in ("analysis.keep_initial=false", "analysis.enabled=false"):
         cfg = config("method=fullft", "method.rank=null", off, "analysis.track_every=null")
-        assert not keeps_initial(cfg)
-        run = Run(cfg, RunFolder(tmp_path), "cpu")
+        assert not keeps_initial(RunSettings.from_config(cfg))
+        run = Run(RunSettings.from_config(cfg), RunFolder(tmp_path), "cpu")
         analyse(run, {})          # run.model is None: neither case may touch it
         records[off] = run.analysis
     assert "keep_initial=false" in records["analysis.keep_initial=false"]["skipped"]
@@ -151,11 +152,11 @@ def test_a_diverged_update_is_refused_by_name():
 def test_bad_settings_name_the_key():
     with pytest.raises(ValueError, match=r"analysis.masks='some'"):
         AnalysisSettings.from_config({"masks": "some"})
-    with pytest.raises(ValueError, match=r"unknown analysis config key\(s\) \['kk'\]"):
+    with pytest.raises(ValueError, match=r"unknown analysis setting kk; the analysis settings are: "):
         AnalysisSettings.from_config({"kk": 3})
-    from geora.training.checks import check_config
+    from geora.training.settings import RunSettings
     with pytest.raises(ValueError, match=r"analysis.nss_full_max_numel=0"):
-        check_config(config("analysis.nss_full_max_numel=0"))
+        RunSettings.from_config(config("analysis.nss_full_max_numel=0"))
 
 
 def test_the_config_block_and_the_settings_defaults_agree():

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 
 from geora.models import add_stop_tokens, load_model
@@ -37,9 +38,13 @@ def test_cfg_job_shows_the_checkpoint_the_evidence_chose():
         assert p.returncode == 0, p.stderr[-2000:]
         return p.stdout
 
+    def model(text):
+        m = yaml.safe_load(text)["model"]
+        return m["name"], m["family"], m["hub_id"]
+
     base, post = job(), job("checkpoint=post")
-    assert "name: qwen3_8b_base\n  family: base\n  hub_id: Qwen/Qwen3-8B-Base\n" in base
-    assert "name: qwen3_8b\n  family: post\n  hub_id: Qwen/Qwen3-8B\n" in post
+    assert model(base) == ("qwen3_8b_base", "base", "Qwen/Qwen3-8B-Base")
+    assert model(post) == ("qwen3_8b", "post", "Qwen/Qwen3-8B")
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +91,11 @@ def test_the_base_checkpoints_and_their_prompt_formats(size, hub_id, prompt_form
 
 
 def test_an_unknown_family_is_named_in_one_line(tmp_path):
-    from geora.training.checks import check_config
+    from geora.training.settings import RunSettings
 
     with pytest.raises(ValueError, match=r"^model.family='instruct' \(model 'qwen3_8b_base'\): "
                                          r"choose one of base, post"):
-        check_config(make("model=qwen3_8b", "model.family=instruct"))
+        RunSettings.from_config(make("model=qwen3_8b", "model.family=instruct"))
     p = subprocess.run([sys.executable, str(ROOT / "run.py"), "model=qwen3_8b", "checkpoint=instruct",
                         f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120,
                        cwd=tmp_path)

@@ -273,13 +273,10 @@ def test_split_jobs_keep_common_test_idioms():
 
 
 def test_results_record_names_the_runner_when_code_runs(monkeypatch):
-    from omegaconf import OmegaConf
-
     from geora.sandbox import code_runner, results_record
 
-    off = OmegaConf.create({"train": {"allow_code_execution": False}, "eval": {"name": "none"}})
+    off, on = False, True     # the run executes model-written code (train. or eval.allow_code_execution)
     assert results_record(off) == {}
-    on = OmegaConf.create({"train": {"allow_code_execution": True}, "eval": {}})
     assert results_record(on)["code_runner"] == code_runner() in ("bwrap", "guard")
     monkeypatch.setenv("GEORA_CODE_RUNNER", "guard")
     assert results_record(on)["code_runner"] == "guard"

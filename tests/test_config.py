@@ -153,12 +153,12 @@ def test_unreachable_hub_fails_fast_with_one_message(overrides, names, tmp_path)
 
 
 def test_eval_defaults_live_in_one_place():
-    """geora.configs.EvalConfig (every eval file's typed defaults, in Hydra's ConfigStore) and
+    """geora.config.EvalConfig (every eval file's typed defaults, in Hydra's ConfigStore) and
     the EvalSettings dataclass (the library's) hold the same defaults, and every eval file
     starts from the former."""
     import dataclasses
 
-    from geora.configs import EvalConfig
+    from geora.config import EvalConfig
     from geora.evaluation.settings import EvalSettings
 
     def defaults(cls):
@@ -175,7 +175,7 @@ def test_eval_defaults_live_in_one_place():
     assert {k: plain(v) for k, v in schema.items() if k not in own} == \
         {k: plain(library[k]) for k in schema if k not in own}
     for path in (ROOT / "conf" / "eval").glob("*.yaml"):
-        assert "/eval_defaults/common@_here_" in path.read_text(), path.name
+        assert "/schema/eval@_here_" in path.read_text(), path.name
 
 
 @pytest.mark.parametrize("group,line", [
@@ -183,6 +183,10 @@ def test_eval_defaults_live_in_one_place():
     ("eval", "batch_size: many"),       # a value of the wrong type
     ("method", "rnak: 8"),
     ("method", "rank: eight"),
+    ("model", "dtpye: float32"),
+    ("model", "random_init: maybe"),
+    ("data", "tset_size: 10"),
+    ("data", "seed: first"),
 ])
 def test_the_schemas_refuse_a_bad_group_file_at_composition(group, line, tmp_path):
     import shutil
@@ -192,7 +196,7 @@ def test_the_schemas_refuse_a_bad_group_file_at_composition(group, line, tmp_pat
     conf = tmp_path / "conf"
     shutil.copytree(ROOT / "conf", conf)
     (conf / group / "typo.yaml").write_text(
-        f"defaults:\n  - /{group}_defaults/common@_here_\n  - _self_\nname: typo\n{line}\n")
+        f"defaults:\n  - /schema/{group}@_here_\n  - _self_\nname: typo\n{line}\n")
     with pytest.raises(ConfigCompositionException) as err:
         with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
             compose("config", overrides=[f"{group}=typo"])

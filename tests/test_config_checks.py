@@ -1,5 +1,6 @@
-"""Every numeric setting with a valid range is checked before anything loads, with one line
-naming it (geora.training.checks.check_config, called first by pipeline.train).
+"""Every setting with a valid range is checked before anything loads, with one line naming
+it (its schema in geora.config.sections, applied by RunSettings.from_config, which
+pipeline.train calls first).
 
     .venv/bin/python -m pytest -q tests/test_config_checks.py
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from geora.training.checks import NUMERIC_SETTINGS, check_config
+from geora.training.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:.*is validated against ConfigStore schema")
@@ -26,8 +27,8 @@ def make(*overrides):
 @pytest.mark.parametrize("experiment", [None] + sorted(
     p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
 def test_shipped_configs_pass(experiment):
-    check_config(make(*([f"experiment={experiment}"] if experiment else [])))
-    check_config(make("train=paper", "method=fullft"))
+    RunSettings.from_config(make(*([f"experiment={experiment}"] if experiment else [])))
+    RunSettings.from_config(make("train=paper", "method=fullft"))
 
 
 @pytest.mark.parametrize("override,message", [
@@ -70,7 +71,7 @@ def test_bad_setting_is_named_before_anything_loads(override, message, tmp_path,
 
     cfg = make(override)
     with pytest.raises(ValueError, match=message):
-        check_config(cfg)
+        RunSettings.from_config(cfg)
     # pipeline.train refuses it first: no model is loaded, the run folder stays empty
     monkeypatch.setattr(pipeline, "load", lambda run: pytest.fail("loaded a model"))
     with pytest.raises(ValueError, match=message):
@@ -78,13 +79,29 @@ def test_bad_setting_is_named_before_anything_loads(override, message, tmp_path,
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
-def test_every_checked_key_exists_in_the_configs():
-    """A typo in NUMERIC_SETTINGS would silently check nothing."""
+def test_every_ruled_key_exists_in_the_configs():
+    """Every schema field with a rule (geora.config.sections) is a key of the composed
+    config, and a rule is really applied: each one refuses a value out of its range."""
+    import dataclasses
+
     from omegaconf import OmegaConf
 
-    cfg = make()
-    missing = [k for k in NUMERIC_SETTINGS if OmegaConf.select(cfg, k, default="<none>") == "<none>"]
-    assert not missing
+    from geora.config import SCHEMAS, Section
+
+    cfg, checked = make(), 0
+    for group, schema in SCHEMAS.items():
+        if not issubclass(schema, Section):
+            continue   # eval: geora.evaluation.EvalSettings checks it
+        for f in dataclasses.fields(schema):
+            if "valid" not in f.metadata:
+                continue
+            assert OmegaConf.select(cfg, f"{group}.{f.name}", default="<none>") != "<none>"
+            bad = "not-a-value" if not hasattr(f.metadata["valid"], "integer") else -1.5
+            raw = OmegaConf.to_container(cfg[group], resolve=True)
+            with pytest.raises(ValueError, match=f"{group}.{f.name}="):
+                schema.of({**raw, f.name: bad})
+            checked += 1
+    assert checked >= 35
 
 
 def test_run_py_refuses_negative_max_steps_in_one_line(tmp_path):
@@ -99,7 +116,7 @@ def test_run_py_refuses_negative_max_steps_in_one_line(tmp_path):
 @pytest.mark.parametrize("override", ["train.max_steps=2.5", "train.max_steps=true",
                                       "train.learning_rate=fast", "method.rank=eight"])
 def test_a_value_of_the_wrong_type_is_named_at_composition(override):
-    """The typed schemas (geora.configs) refuse it before any check of ours runs."""
+    """The typed schemas (geora.config) refuse it before any check of ours runs."""
     from hydra.errors import ConfigCompositionException
 
     with pytest.raises(ConfigCompositionException) as err:

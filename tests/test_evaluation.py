@@ -254,7 +254,9 @@ def test_micro_eval_on_bundled_model_is_in_band(tmp_path):
     from geora.models import load_model
 
     root = Path(__file__).parents[1] / "conf"
-    model, tok = load_model(OmegaConf.load(root / "model" / "micro.yaml"))
+    micro = OmegaConf.load(root / "model" / "micro.yaml")
+    micro.pop("defaults")   # (the schema's defaults fill the rest)
+    model, tok = load_model(micro)
     from tests.conftest import eval_group
 
     eval_cfg = eval_group("micro")

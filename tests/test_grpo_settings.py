@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from geora.training.checks import check_config
+from geora.training.settings import RunSettings
 from geora.training.grpo import grpo_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def test_micro_keeps_trls_default_and_overrides_reach_trl():
 ])
 def test_bad_clip_range_is_named(override, message):
     with pytest.raises(ValueError, match=message):
-        check_config(make("train=paper", override))
+        RunSettings.from_config(make("train=paper", override))
 
 
 def test_the_train_group_reaches_grpoconfig_under_trls_own_names():
@@ -80,4 +80,4 @@ def test_plus_adds_a_grpoconfig_field_but_not_a_typo():
 
 def test_a_train_key_typo_is_named_before_anything_runs():
     with pytest.raises(ValueError, match=r"^train\.lernig_rate: neither"):
-        check_config(make("++train.lernig_rate=1e-4"))
+        RunSettings.from_config(make("++train.lernig_rate=1e-4"))

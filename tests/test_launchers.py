@@ -70,10 +70,11 @@ def test_only_the_main_process_opens_the_run_folder(tmp_path, monkeypatch):
     cfg = compose_tiny()
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
-    run = pipeline.start(cfg, tmp_path / "run", ["x=1"])
+    settings = pipeline.check(cfg)
+    run = pipeline.start(settings, tmp_path / "run", ["x=1"])
     assert run.resume_from is None and list((tmp_path / "run").iterdir()) == []
     monkeypatch.setenv("RANK", "0")
-    pipeline.start(cfg, tmp_path / "run", ["x=1"])
+    pipeline.start(settings, tmp_path / "run", ["x=1"])
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.yaml",
                                                                     "overrides.yaml"]
 

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from geora.models import (ONE_THREAD_MAX_PARAMS, HubUnavailableError, cpu_threads_for,
                           dtype_name)
-from geora.training.checks import check_config
+from geora.training.settings import RunSettings
 from geora.training.resources import check_resources
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ def test_hf_model_is_named_after_its_folder(tmp_path):
 def test_hf_model_reads_the_checkpoints_dtype(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3", "dtype": "bfloat16"}))
     cfg = config("model=hf", f"model.path={tmp_path}")
-    check_config(cfg)                       # dtype auto passes the config check
+    RunSettings.from_config(cfg)                       # dtype auto passes the config check
     assert dtype_name(cfg.model) == "bfloat16"
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3", "torch_dtype": "float16"}))
     assert dtype_name(cfg.model) == "float16"
@@ -46,10 +46,10 @@ def test_hf_model_without_a_path_is_named(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = config("model=hf")
     with pytest.raises(HubUnavailableError, match=r"model\.path="):
-        check_resources(cfg, trains=True)
+        check_resources(RunSettings.from_config(cfg))
     cfg = config("model=hf", "model.path=/no/such/folder")
     with pytest.raises(HubUnavailableError, match="/no/such/folder.*no config.json"):
-        check_resources(cfg, trains=True)
+        check_resources(RunSettings.from_config(cfg))
 
 
 def test_cpu_threads_auto_follows_the_model_size():
@@ -65,7 +65,7 @@ def test_offline_start_names_every_missing_resource_at_once(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = config("model=qwen3_4b")
     with pytest.raises(HubUnavailableError) as err:
-        check_resources(cfg, trains=True)
+        check_resources(RunSettings.from_config(cfg))
     message = str(err.value)
     for needed in ("Qwen/Qwen3-4B", "model.local_path=", "zwhe99/DeepMath-103K",
                    "data.local_path=", "eval.data_dir="):
@@ -75,4 +75,4 @@ def test_offline_start_names_every_missing_resource_at_once(monkeypatch):
     # the same run with every resource given locally has nothing to name
     cfg = config("model=qwen3_4b", f"model.local_path={MICRO}", f"data.local_path={MICRO}",
                  f"eval.data_dir={ROOT / 'tests' / 'fixtures' / 'eval'}")
-    check_resources(cfg, trains=True)
+    check_resources(RunSettings.from_config(cfg))

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from geora.training.settings import RunSettings
 import torch
 from hydra import compose, initialize_config_dir
 
@@ -55,9 +57,9 @@ def test_only_the_full_kind_needs_fp32_master_weights():
 def test_load_dtype_follows_the_kind(method, dtype):
     from geora.training.pipeline import load_dtype
 
-    assert load_dtype(config(f"method={method}")) == dtype
-    assert load_dtype(config(f"method={method}", "model.dtype=float32")) == "float32"
-    assert load_dtype(config("method=base")) == "bfloat16"   # the Base row: as configured
+    assert load_dtype(RunSettings.from_config(config(f"method={method}"))) == dtype
+    assert load_dtype(RunSettings.from_config(config(f"method={method}", "model.dtype=float32"))) == "float32"
+    assert load_dtype(RunSettings.from_config(config("method=base"))) == "bfloat16"   # the Base row: as configured
 
 
 def test_one_step_at_lr_1e6_changes_a_bf16_configured_fullft_model():
@@ -66,7 +68,7 @@ def test_one_step_at_lr_1e6_changes_a_bf16_configured_fullft_model():
 
     cfg = config("method=fullft")
     assert cfg.model.dtype == "bfloat16" and cfg.train.learning_rate == 1e-6
-    master, _ = load_model(cfg.model, dtype=load_dtype(cfg))            # what the pipeline loads
+    master, _ = load_model(cfg.model, dtype=load_dtype(RunSettings.from_config(cfg)))            # what the pipeline loads
     plain, _ = load_model(cfg.model)                                    # bf16, as configured
     for model in (master, plain):
         geora.prepare_model(model, "fullft")

@@ -28,7 +28,12 @@ def _script(name):
 
 
 def _data_cfg(name, **kw):
-    return OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "data" / f"{name}.yaml"), kw)
+    """conf/data/<name>.yaml as a run reads it (composed with its schema), `kw` replaced."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        data = compose("config", overrides=[f"data={name}"]).data
+    return OmegaConf.merge(data, kw)
 
 
 def _training_prompt(tok, data_cfg, question, answer, tmp_path, prompt_format="chat"):
@@ -164,9 +169,9 @@ def test_one_micro_scorer(task, gold, completion, right):
 def test_default_rank_and_rho():
     from geora import methods, preprocess
 
-    from geora.configs import MethodConfig
+    from geora.config import MethodConfig
 
-    common = MethodConfig()
+    common = MethodConfig(name="any")
     assert (common.rank, common.rho) == (methods.DEFAULT_RANK, methods.DEFAULT_RHO)
     help_text = preprocess.build_parser().format_help()
     assert f"default {methods.DEFAULT_RANK}" in help_text

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from geora.models import for_chat_mode
-from geora.training.checks import check_config
+from geora.training.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -143,7 +143,7 @@ def test_every_job_of_a_paper_experiment_composes_to_its_table(experiment):
                 assert OmegaConf.select(cfg, key) == float(job[key]), where
         repeats = OmegaConf.to_container(cfg.eval.repeats) if cfg.eval.repeats else None
         assert repeats == want.get("repeats"), where
-        check_config(cfg)   # every numeric setting of the job is valid
+        RunSettings.from_config(cfg)   # every numeric setting of the job is valid
 
 
 def test_base_row_once_per_model_and_evaluation():
@@ -247,7 +247,7 @@ def test_checkpoint_post_is_one_word_away(experiment):
     assert post.model.prompt_format == "chat" and post.eval.apply_chat_template == "chat"
     assert (post.data.name, post.eval.name, post.method.name) == (
         base.data.name, base.eval.name, base.method.name)
-    check_config(post)
+    RunSettings.from_config(post)
 
 
 def test_qwen3_32b_has_no_base_checkpoint_and_says_so():
@@ -257,7 +257,7 @@ def test_qwen3_32b_has_no_base_checkpoint_and_says_so():
                                       ["model=qwen3_32b", "model.random_init=true"]])
     with pytest.raises(ValueError, match=r"^model 'qwen3_32b_base': Qwen3-32B-Base has no public "
                                          r"release; use checkpoint=post"):
-        check_config(base)
-    check_config(post)
-    check_config(shapes)
+        RunSettings.from_config(base)
+    RunSettings.from_config(post)
+    RunSettings.from_config(shapes)
     assert "qwen3_32b" not in sweep_of("paper_sizes")["model"]

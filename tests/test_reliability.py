@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from geora.training.settings import RunSettings
 from hydra import compose, initialize_config_dir
 
 from geora import rewards
@@ -217,7 +219,7 @@ def test_overwrite_and_resume_clear_what_a_killed_run_left(tmp_path):
     assert len(run.stale_temporaries()) == 4
     from geora.training.pipeline import prepare_run_dir
 
-    assert prepare_run_dir(_config(), run) is None                  # resumes: nothing to resume
+    assert prepare_run_dir(RunSettings.from_config(_config()), run) is None                  # resumes: nothing to resume
     assert run.stale_temporaries() == [] and run.config.is_file()
     (run.path / ".export.tmp-1").mkdir()
     run.clear()                                                     # train.overwrite=true
@@ -321,7 +323,8 @@ def test_prompts_longer_than_the_context_stop_before_training(caplog):
                                          r"model's context of 512 tokens"):
         check_prompt_lengths([short, long], tokenizer, 512, 64, {}, "data 'x'")
     with caplog.at_level("WARNING"):
-        assert warn_many_epochs(_config("train.max_steps=400"), 16) == 50.0
+        assert warn_many_epochs(max_steps=400, prompts_per_step=2, n_prompts=16,
+                                data="micro_math") == 50.0
     assert "go over the 16 training prompts of data 'micro_math' 50.0 times (epochs)" in caplog.text
 
 

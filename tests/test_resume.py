@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from geora.training.settings import RunSettings
 import torch
 
 import geora
@@ -101,14 +103,14 @@ def test_unfinished_run_with_another_config_is_refused(tmp_path):
         same_but_free = compose("config", overrides=["train.max_steps=5", "device=auto"])
         fresh = compose("config", overrides=["train.max_steps=5", "method.learning_rate=1e-3",
                                              "train.overwrite=true"])
-    assert prepare_run_dir(cfg, tmp_path) is None and run_state(tmp_path) == "partial"
+    assert prepare_run_dir(RunSettings.from_config(cfg), tmp_path) is None and run_state(tmp_path) == "partial"
     checkpoint = tmp_path / "checkpoints" / "checkpoint-2"   # something to resume
     checkpoint.mkdir(parents=True)
     atomic_write_json(checkpoint / "trainer_state.json", {"global_step": 2})
     with pytest.raises(RunExistsError, match=r"another config \(method.learning_rate: 0.0005 -> 0.001"):
-        prepare_run_dir(other, tmp_path)
-    assert prepare_run_dir(same_but_free, tmp_path) == str(checkpoint)  # device is free to change
+        prepare_run_dir(RunSettings.from_config(other), tmp_path)
+    assert prepare_run_dir(RunSettings.from_config(same_but_free), tmp_path) == str(checkpoint)  # device is free to change
     atomic_write_json(tmp_path / "results.json", {"status": "finished"})
     with pytest.raises(RunExistsError, match="finished run"):
-        prepare_run_dir(cfg, tmp_path)
-    assert prepare_run_dir(fresh, tmp_path) is None and not (tmp_path / "results.json").exists()
+        prepare_run_dir(RunSettings.from_config(cfg), tmp_path)
+    assert prepare_run_dir(RunSettings.from_config(fresh), tmp_path) is None and not (tmp_path / "results.json").exists()

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+from geora.training.settings import RunSettings
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -125,7 +127,7 @@ def test_prepare_run_dir_clears_a_finished_run_entirely_on_overwrite(tmp_path):
 
     path = _legacy_run(tmp_path)
     cfg = _compose("config", ["train.overwrite=true"])
-    assert prepare_run_dir(cfg, path) is None
+    assert prepare_run_dir(RunSettings.from_config(cfg), path) is None
     assert sorted(p.name for p in path.iterdir()) == ["config.yaml"]   # the new run's config
     assert OmegaConf.load(path / "config.yaml").train.overwrite is True
 

@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 
 from geora.surgery import get_state
 from geora.training import pipeline
-from geora.training.checks import check_config
+from geora.training.settings import RunSettings
 from tests.conftest import build_tiny_qwen3
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def test_a_non_integer_seed_stops_the_run_before_anything_is_written(override, m
                                                                       tmp_path, monkeypatch):
     cfg = make(override)
     with pytest.raises(ValueError, match=message):
-        check_config(cfg)
+        RunSettings.from_config(cfg)
     monkeypatch.setattr(pipeline, "load", lambda run: pytest.fail("loaded a model"))
     with pytest.raises(ValueError, match=message):
         pipeline.train(cfg, tmp_path / "run")

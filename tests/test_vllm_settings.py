@@ -15,19 +15,19 @@ from geora.vllm_backend import (CPU_ENGINE_ENV, apply_cpu_engine_env, check_vllm
 
 
 def test_use_vllm_refusals_are_one_line_each(monkeypatch):
-    check_vllm_settings({"use_vllm": False, "vllm_mode": "nonsense"}, "cpu")   # off: nothing
+    check_vllm_settings(False, "nonsense", "cpu")   # off: nothing
     with pytest.raises(ValueError, match=r"^train.vllm_mode='nonsense': choose colocate or server$"):
-        check_vllm_settings({"use_vllm": True, "vllm_mode": "nonsense"}, "cpu")
+        check_vllm_settings(True, "nonsense", "cpu")
     with pytest.raises(ValueError, match=r"^train.vllm_mode=server on device=cpu: .*colocate"):
-        check_vllm_settings({"use_vllm": True, "vllm_mode": "server"}, "cpu")
+        check_vllm_settings(True, "server", "cpu")
     monkeypatch.setattr(vllm_backend, "vllm_installed", lambda: False)
     for device in ("cpu", "cuda"):
         with pytest.raises(RuntimeError, match=r"needs vLLM.*make install-vllm") as info:
-            check_vllm_settings({"use_vllm": True, "vllm_mode": "colocate"}, device)
+            check_vllm_settings(True, "colocate", device)
         assert "\n" not in str(info.value)
     monkeypatch.setattr(vllm_backend, "vllm_installed", lambda: True)
-    check_vllm_settings({"use_vllm": True, "vllm_mode": "colocate"}, "cpu")
-    check_vllm_settings({"use_vllm": True, "vllm_mode": "server"}, "cuda")
+    check_vllm_settings(True, "colocate", "cpu")
+    check_vllm_settings(True, "server", "cuda")
 
 
 def test_run_refuses_use_vllm_before_loading_anything(monkeypatch, tmp_path):
@@ -36,17 +36,18 @@ def test_run_refuses_use_vllm_before_loading_anything(monkeypatch, tmp_path):
     from hydra import compose, initialize_config_dir
 
     from geora.training.checks import check_run_inputs
+    from geora.training.settings import RunSettings
     from tests.test_training import ROOT, TINY
 
     monkeypatch.setattr(vllm_backend, "vllm_installed", lambda: False)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=TINY + ["train.use_vllm=true"])
     with pytest.raises(RuntimeError, match="make install-vllm"):
-        check_run_inputs(cfg, "cpu")
+        check_run_inputs(RunSettings.from_config(cfg), "cpu")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=TINY + ["train.use_vllm=true", "train.vllm_mode=server"])
     with pytest.raises(ValueError, match="train.vllm_mode=server on device=cpu"):
-        check_run_inputs(cfg, "cpu")
+        check_run_inputs(RunSettings.from_config(cfg), "cpu")
 
 
 def test_lora_slot_rank_rounds_up_to_vllms_ranks_and_refuses_above_them():

@@ -28,10 +28,11 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from geora.config.sections import DataConfig
 from geora.data.schemas import get_schema, to_rlvr_rows
 from geora.prompts import prompt_for
 
-DEFAULT_SCHEMA = "deepmath"
+DEFAULT_SCHEMA = DataConfig.schema   # (one default: the schema's)
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
@@ -125,25 +126,22 @@ def read_records(path: str | Path, required: Iterable[str] = (),
     raise FileNotFoundError(f"data.local_path={str(path)!r} does not exist")
 
 
-def _records_of(cfg: Mapping[str, Any], required: tuple[str, ...]) -> list[dict]:
-    source, files = cfg.get("source"), cfg.get("files")
-    files = None if files is None else list(files)
-    if cfg.get("local_path"):
-        return read_records(cfg["local_path"], required, files)
-    if source == "local":
-        raise ValueError(f"data {cfg.get('name')!r}: source 'local' needs data.local_path")
-    if source == "hub":
-        from geora.models import resolve_hub_snapshot
+def _records_of(cfg: DataConfig, required: tuple[str, ...]) -> list[dict]:
+    """A local file or folder (data.local_path), else the hub snapshot (source hub; the
+    config's checks refuse source local without a path)."""
+    files = None if cfg.files is None else list(cfg.files)
+    if cfg.local_path:
+        return read_records(cfg.local_path, required, files)
+    from geora.models import resolve_hub_snapshot
 
-        snapshot = resolve_hub_snapshot(str(cfg["hub_id"]), repo_type="dataset",
-                                        override_key="data.local_path",
-                                        revision=cfg.get("revision"))
-        return read_records(snapshot, required, files)
-    raise ValueError(f"data {cfg.get('name')!r}: unknown source {source!r}; "
-                     "choose micro, hub or local")
+    if not cfg.hub_id:
+        raise ValueError(f"data {cfg.name!r}: source hub needs data.hub_id (or data.local_path)")
+    snapshot = resolve_hub_snapshot(cfg.hub_id, repo_type="dataset",
+                                    override_key="data.local_path", revision=cfg.revision)
+    return read_records(snapshot, required, files)
 
 
-def _to_dataset(records: list[dict], cfg: Mapping[str, Any], schema: str,
+def _to_dataset(records: list[dict], cfg: DataConfig, schema: str,
                 prompt_format: str = "chat"):
     """Training rows: the schema's conversion, then the prompt (chat turns, or the plain
     user text for prompt_format="plain")."""
@@ -153,30 +151,26 @@ def _to_dataset(records: list[dict], cfg: Mapping[str, Any], schema: str,
     # for RLVR and would only ride along in every batch: dropped, as is a raw "prompt".
     kept = [{k: v for k, v in rec.items() if k != "prompt" and not k.startswith("r1_solution")}
             for rec in records]
-    rows = to_rlvr_rows(schema, kept, suffix=cfg.get("prompt_suffix"),
-                        where=f"data {cfg.get('name')!r}")
+    rows = to_rlvr_rows(schema, kept, suffix=cfg.prompt_suffix, where=f"data {cfg.name!r}")
     for row in rows:
-        row["prompt"] = prompt_for(row.pop("prompt_text"), "", cfg.get("system_prompt"),
+        row["prompt"] = prompt_for(row.pop("prompt_text"), "", cfg.system_prompt,
                                    prompt_format)
     return Dataset.from_list(rows)
 
 
-def load_data(cfg: Mapping[str, Any], prompt_format: str = "chat"):
-    """(train, test) `datasets.Dataset`s for a `data` config (conf/data/*.yaml or a dict);
-    prompt_format: the model's (model.prompt_format), chat turns or plain text."""
-    schema = str(cfg.get("schema") or DEFAULT_SCHEMA)
+def load_data(cfg: DataConfig | Mapping[str, Any], prompt_format: str = "chat"):
+    """(train, test) `datasets.Dataset`s for a `data` config (a DataConfig, or a DictConfig
+    / dict checked into one); prompt_format: the model's (model.prompt_format), chat turns
+    or plain text."""
+    cfg = DataConfig.of(cfg)
+    schema = cfg.schema or DEFAULT_SCHEMA
     required = get_schema(schema).required     # an unknown schema fails before any reading
-    seed = int(cfg.get("seed", 0))
-    test_size = int(cfg.get("test_size") or 0)
-    train_size = cfg.get("train_size")
-    if cfg.get("source") == "micro" and not cfg.get("local_path"):
+    seed, test_size, train_size = cfg.seed, cfg.test_size or 0, cfg.train_size
+    if cfg.source == "micro" and not cfg.local_path:
         from geora.data.micro import make_split
 
-        task = str(cfg.get("task", "math"))
-        if train_size is None:
-            raise ValueError(f"data {cfg.get('name')!r}: micro data needs data.train_size")
-        train = make_split(task, "train", int(train_size), seed=seed)
-        test = make_split(task, "test", test_size, seed=seed)
+        train = make_split(cfg.task, "train", train_size, seed=seed)
+        test = make_split(cfg.task, "test", test_size, seed=seed)
     else:
         import random
 
@@ -185,7 +179,7 @@ def load_data(cfg: Mapping[str, Any], prompt_format: str = "chat"):
         order = list(range(len(records)))
         random.Random(seed).shuffle(order)
         if test_size >= len(records):
-            raise ValueError(f"data {cfg.get('name')!r}: test_size={test_size} leaves no "
+            raise ValueError(f"data {cfg.name!r}: test_size={test_size} leaves no "
                              f"training records out of {len(records)}")
         test = [records[i] for i in order[:test_size]]
         train = [records[i] for i in order[test_size:]]

@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from geora.config.sections import AnalysisSettings
+
 def _head(w0: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """W0's top-k singular vectors U_k (out, k), V_k (in, k): exact up to 1024 on the short
     side (the weight analysis' default exact_max_dim), randomized above."""
@@ -168,21 +170,16 @@ def _to_wandb(rec: dict, step: int) -> None:
         wandb.log({**_flat(rec, "geometry/"), "train/global_step": step})
 
 
-def geometry_callbacks(cfg, model, log_path) -> list:
-    """[GeometryCallback] when the run's analysis.track_every is set, else []. FullFT needs
-    its W0 kept (analysis.keep_initial, which the pipeline then asks for)."""
+def geometry_callbacks(settings: AnalysisSettings, model, log_path) -> list:
+    """[GeometryCallback] when analysis.track_every is set, else []. FullFT needs its W0
+    kept (analysis.keep_initial, which the pipeline then asks for; checks.check_run_inputs
+    refuses track_every without it)."""
     from geora.kinds import prepared_state
     from geora.methods import DEFAULT_RHO
-    from geora.training.weight_analysis import (AnalysisSettings, needs_initial_weights,
-                                                premise_applies)
+    from geora.training.weight_analysis import premise_applies
 
-    settings = AnalysisSettings.from_config(cfg.get("analysis"))
     if settings.track_every is None:
         return []
-    method = str(cfg.method.name)
-    if needs_initial_weights(method) and not settings.keep_initial:
-        raise ValueError(f"analysis.track_every={settings.track_every} with method={method}: "
-                         f"needs analysis.keep_initial=true (W0 is what dW is read against)")
     state = prepared_state(model)
     return [GeometryCallback(model, settings.track_every, log_path, k=settings.k,
                              capture=premise_applies(state), rho=state.rho or DEFAULT_RHO)]

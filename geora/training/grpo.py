@@ -18,19 +18,20 @@ from typing import Any, Mapping
 import torch
 from transformers import TrainerCallback
 
+from geora.config.sections import TrainConfig
 from geora.distributed import world_size as process_count
 from geora.kinds import kind_of
 from geora.rewards import get_rewards
 
 
-def per_device_batch(train: Mapping[str, Any], world_size: int) -> int:
+def per_device_batch(train: TrainConfig, world_size: int) -> int:
     """Completions per device per micro-step, from prompts/step, group size, accumulation.
 
     TRL counts completions, not prompts: prompts_per_step * num_generations completions make
     one optimizer step, split over gradient_accumulation_steps x world_size micro-batches.
     """
-    completions = int(train["prompts_per_step"]) * int(train["num_generations"])
-    split = int(train["gradient_accumulation_steps"]) * world_size
+    completions = train.prompts_per_step * train.num_generations
+    split = train.gradient_accumulation_steps * world_size
     if completions % split:
         raise ValueError(
             f"train.prompts_per_step x train.num_generations = {completions} completions per step "
@@ -38,66 +39,38 @@ def per_device_batch(train: Mapping[str, Any], world_size: int) -> int:
     return completions // split
 
 
-def check_vllm(train: Mapping[str, Any], device: str) -> None:
-    """train.use_vllm's refusals (geora.vllm_backend.check_vllm_settings), one line each."""
-    from geora.vllm_backend import check_vllm_settings
+def grpo_config(train: TrainConfig | Mapping[str, Any], *, output_dir: str, seed: int,
+                device: str, report_to: list[str], world_size: int = 1,
+                enable_thinking: bool | None = None):
+    """A trl.GRPOConfig from the `train` section (conf/train/*.yaml, checked into a
+    TrainConfig) and the model's chat mode (model.enable_thinking: TRL renders every rollout
+    prompt with it, as the evaluation does; it also picks train.max_completion_length when
+    that is per mode).
 
-    check_vllm_settings(train, device)
-
-
-# train.* keys that are this project's own; every other key of the `train` group is a
-# GRPOConfig field, handed to it under its own name (conf/train/*.yaml spell TRL's names).
-PROJECT_KEYS = ("name", "device", "prompts_per_step", "rewards", "allow_code_execution",
-                "track_every", "fused_lora", "merged_rollouts", "check_frozen", "resume",
-                "overwrite")
-
-
-def trl_settings(train: Mapping[str, Any]) -> dict[str, Any]:
-    """The `train` group's GRPOConfig fields, as plain values; ValueError naming a key that
-    is neither a GRPOConfig field nor in PROJECT_KEYS (checked before anything loads)."""
-    import dataclasses
-
-    from omegaconf import DictConfig, OmegaConf
-    from trl import GRPOConfig
-
-    given = OmegaConf.to_container(train, resolve=True) if isinstance(train, DictConfig) \
-        else dict(train)
-    passed = {k: v for k, v in given.items() if k not in PROJECT_KEYS}
-    unknown = sorted(set(passed) - {f.name for f in dataclasses.fields(GRPOConfig)})
-    if unknown:
-        raise ValueError(f"train.{unknown[0]}: neither a trl.GRPOConfig field nor one of this "
-                         f"project's train settings ({', '.join(PROJECT_KEYS)})")
-    return passed
-
-
-def grpo_config(train: Mapping[str, Any], *, output_dir: str, seed: int, device: str,
-                report_to: list[str], world_size: int = 1, enable_thinking: bool | None = None):
-    """A trl.GRPOConfig from the `train` config group (conf/train/*.yaml) and the model's
-    chat mode (model.enable_thinking: TRL renders every rollout prompt with it, as the
-    evaluation does; it also picks train.max_completion_length when that is per mode).
-
-    Every key that is not in PROJECT_KEYS goes to GRPOConfig as it is; a key GRPOConfig does
-    not have is refused, naming it. What the project derives (batch split, chat mode, seed,
-    CPU flags, output folder) is set here and cannot be overridden from the config."""
+    Every setting but TrainConfig.PROJECT_KEYS goes to GRPOConfig under its own name
+    (`TrainConfig.trl_kwargs`, `+train.<field>` ones included). What the project derives
+    (batch split, chat mode, seed, CPU flags, output folder) is set here and cannot be
+    overridden from the config."""
     from trl import GRPOConfig
 
     from geora.models import chat_template_kwargs, for_chat_mode
+    from geora.vllm_backend import check_vllm_settings
 
-    check_vllm(train, device)
+    train = TrainConfig.of(train)
+    check_vllm_settings(train.use_vllm, train.vllm_mode, device)
     on_cpu = str(device) == "cpu"
-    if on_cpu and train.get("bf16"):
+    if on_cpu and train.bf16:
         raise ValueError("train.bf16=true on device=cpu: TRL's bf16 path fails on CPU; set train.bf16=false")
-    passed = trl_settings(train)
     derived = dict(
         output_dir=output_dir, seed=seed, data_seed=seed,
         per_device_train_batch_size=per_device_batch(train, world_size),
-        max_completion_length=int(for_chat_mode(train["max_completion_length"], enable_thinking,
+        max_completion_length=int(for_chat_mode(train.max_completion_length, enable_thinking,
                                                 "train.max_completion_length")),
-        chat_template_kwargs=chat_template_kwargs({"enable_thinking": enable_thinking}) or None,
+        chat_template_kwargs=chat_template_kwargs(enable_thinking) or None,
         report_to=list(report_to) or "none", save_strategy="steps",
         use_cpu=on_cpu, dataloader_pin_memory=not on_cpu, disable_tqdm=False,
     )
-    return GRPOConfig(**{**passed, **derived})
+    return GRPOConfig(**{**train.trl_kwargs(), **derived})
 
 
 class StepStats(TrainerCallback):
@@ -202,7 +175,8 @@ def _vllm_engine(model, tokenizer, args, device: str):
     return colocated_engine(model, tokenizer, "bfloat16" if args.bf16 else None)
 
 
-def build_trainer(model, tokenizer, train_dataset, train: Mapping[str, Any], *, output_dir: str,
+def build_trainer(model, tokenizer, train_dataset, train: TrainConfig | Mapping[str, Any], *,
+                  output_dir: str,
                   seed: int, device: str, report_to: list[str], callbacks=(),
                   enable_thinking: bool | None = None):
     """GRPOTrainer on an already-prepared model (see the module docstring for why no
@@ -218,9 +192,10 @@ def build_trainer(model, tokenizer, train_dataset, train: Mapping[str, Any], *, 
     # autograd.Function (no-op for a model without lora.Linear, e.g. fullft, sparseft;
     # DoRA/AdaLoRA layers keep PEFT's forward), and rollouts generate with the adapters
     # merged into copies of the weights, the original tensors put back bitwise afterwards.
-    if train.get("fused_lora", True):
+    train = TrainConfig.of(train)
+    if train.fused_lora:
         enable_fused_lora(model)
-    trainer_class = FastRolloutGRPOTrainer if train.get("merged_rollouts", True) else GRPOTrainer
+    trainer_class = FastRolloutGRPOTrainer if train.merged_rollouts else GRPOTrainer
     args = grpo_config(train, output_dir=output_dir, seed=seed, device=device,
                        report_to=report_to, world_size=process_count(),
                        enable_thinking=enable_thinking)
@@ -228,7 +203,7 @@ def build_trainer(model, tokenizer, train_dataset, train: Mapping[str, Any], *, 
         args.generation_kwargs = {**vllm_stop_kwargs(model.generation_config),
                                   **(args.generation_kwargs or {})}
     with _vllm_engine(model, tokenizer, args, device):
-        trainer = trainer_class(model=model, reward_funcs=get_rewards(train["rewards"]),
+        trainer = trainer_class(model=model, reward_funcs=get_rewards(train.rewards),
                                 args=args, train_dataset=train_dataset, processing_class=tokenizer,
                                 callbacks=list(callbacks) + kind_of(model).trainer_callbacks(model))
     if args.use_vllm:   # the CPU backend syncs through reload_weights (geora.vllm_backend)

@@ -1,24 +1,23 @@
 """One RLVR experiment, config in, metrics out: `train(cfg, run_dir) -> results dict`.
 
-    check config and inputs -> load data -> open the run folder -> load model -> evaluate
+    check: config -> RunSettings (typed, each section checked) + the rules across sections
+    -> load data -> open the run folder -> load model -> evaluate
     before -> geora.prepare_model(method) -> GRPO (TRL) -> save adapter + export -> evaluate
     after -> analyse -> results.json
 
 The `base` pseudo-method (conf/method/base.yaml, method.trains=false) stops after loading
 the model: it evaluates the untrained model once and writes its record (the Base row).
-Everything a run needs is checked before its folder is touched (check_config,
-checks.check_run_inputs, then the data's columns), so bad input writes nothing. One process
+Everything a run needs is checked before its folder is touched (RunSettings.from_config,
+checks.check_run_inputs, then the data's columns), so bad input writes nothing; the steps
+read the typed settings, never the raw config. One process
 at a time runs in a folder (RunFolder.locked, held for the whole run); a failure after the
 run claimed its folder (wrote config.yaml) is recorded in failure.json and results.json
 (status "failed"), one before it writes nothing, and a finished run's results.json is never
 replaced by a failure.
 
 `run.py` wraps this in @hydra.main; tests call it directly with a composed config. The run
-folder (rundir.RunFolder) is the only code that knows the layout. Its life cycle: a new
-folder starts a run; a folder with checkpoints but no results.json resumes from its last
-checkpoint (same config required; without a checkpoint there is nothing to resume and a
-changed config starts it again); a finished one is refused unless `train.overwrite=true`.
-A resume ends at exactly max_steps, from any checkpoint (geora.training.resume).
+folder (rundir.RunFolder) is the only code that knows the layout; what its state allows
+(new, resume, refuse) is geora.training.claim's. A resume ends at exactly max_steps, from any checkpoint (geora.training.resume).
 Residual methods are re-prepared from the seed before a checkpoint is loaded, so W_res
 (which no checkpoint stores) is the same bits as before.
 """
@@ -33,89 +32,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from geora.config.sections import MethodConfig
 from geora.distributed import (gather_from_processes, is_main_process, process_rank,
                                trainable_checksum, wait_for_everyone, world_size)
-from geora.sandbox import results_record as code_runner_record
-from geora.training.checks import check_config, check_run_inputs, trains
 from geora.fileio import git_info
+from geora.sandbox import results_record as code_runner_record
+from geora.training.checks import check_run_inputs
+from geora.training.claim import prepare_run_dir, refuse_finished
 from geora.training.rundir import (AFTER, BEFORE, RunBusyError, RunExistsError, RunFolder,
                                    env_info)
+from geora.training.settings import RunSettings
 
 log = logging.getLogger(__name__)
-
-# Keys that may differ between the first start of a run and its resumption (the weight
-# analysis reads the trained model and changes nothing that is trained).
-RESUME_FREE_KEYS = ("train.overwrite", "train.resume", "device", "logger", "analysis")
-RESUME_MODES = ("auto", "never")
-
-
-def _comparable(cfg: DictConfig) -> dict:
-    c = OmegaConf.to_container(cfg, resolve=True)
-    for key in RESUME_FREE_KEYS:
-        head, _, leaf = key.rpartition(".")
-        node = c.get(head, {}) if head else c
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-    return c
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b), key=str):
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
-
-
-def refuse_finished(cfg: DictConfig, run: RunFolder) -> None:
-    """RunExistsError for a finished run the config does not overwrite (reads only)."""
-    if cfg.train.resume not in RESUME_MODES:
-        raise ValueError(f"train.resume={cfg.train.resume!r}: choose auto or never")
-    if run.state() == "finished" and not cfg.train.overwrite:
-        raise RunExistsError(
-            f"{run.path} holds a finished run (results.json). Refusing to overwrite it: pass "
-            f"train.overwrite=true to start again, or choose another run_name / hydra.run.dir")
-
-
-def prepare_run_dir(cfg: DictConfig, run_dir: str | Path | RunFolder) -> str | None:
-    """Checks the folder's state against the config, claims it (config.yaml) and returns
-    the checkpoint to resume or None. Called under the folder's lock: the temporary files
-    of a killed run are cleared, and log records after the checkpoint dropped (the resumed
-    run logs those steps again).
-
-    Raises RunExistsError for a finished run (no overwrite), or an unfinished one with
-    checkpoints and another config (a changed config with nothing to resume restarts)."""
-    from geora.training.resume import checkpoint_step
-
-    run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
-    refuse_finished(cfg, run)
-    state = run.state()
-    if state != "new" and (state == "finished" or cfg.train.overwrite):
-        run.clear()
-        state = "new"
-    run.clear_stale_temporaries()
-    last = run.last_checkpoint()
-    old = run.read_config() if state != "new" else None
-    changed = _diff(_comparable(old), _comparable(cfg)) if old is not None else []
-    if changed and last:
-        raise RunExistsError(
-            f"{run.path} holds an unfinished run with another config "
-            f"({'; '.join(changed[:5])}). Pass train.overwrite=true to discard it, or "
-            f"choose another run_name")
-    if changed:   # e.g. a bad value found after loading: nothing trained, nothing to keep
-        log.warning("%s: the unfinished run there has another config and no checkpoint "
-                    "(%s): starting it again", run.path, "; ".join(changed[:5]))
-        run.clear()
-    run.forget_outcome()  # a failed run is being retried
-    if last and cfg.train.resume == "never":
-        raise RunExistsError(f"{run.path} has checkpoints but train.resume=never; "
-                             f"pass train.overwrite=true to start again")
-    run.truncate_log(checkpoint_step(last) if last else 0)
-    run.write_config(cfg)
-    return last
 
 
 def frozen_snapshot(model) -> dict[str, torch.Tensor]:
@@ -142,17 +72,17 @@ def reward_windows(log: list[dict], share: float = 0.1) -> dict:
             "reward_window": k, "reward_per_step": rewards}
 
 
-def method_kwargs(method: DictConfig, seed: int | None = None) -> dict:
-    """prepare_model's arguments from a `method` config group (null = not given); the run's
+def method_kwargs(method: MethodConfig | DictConfig, seed: int | None = None) -> dict:
+    """prepare_model's arguments from the `method` section (null = not given); the run's
     `seed` is the method's `seed` option (randomized SVD, Random-r draws) unless
     method.options sets it. LoRA's A0: torch's generator, seeded by `prepare`."""
     from geora.methods import get_method
 
-    kw = {k: method[k] for k in ("rank", "rho", "alpha", "target_modules")
-          if method.get(k) is not None}
-    if method.get("options"):
-        kw.update(OmegaConf.to_container(method.options, resolve=True))
-    takes_seed = method.get("trains", True) and "seed" in get_method(str(method.name)).options
+    method = MethodConfig.of(method)
+    kw = {k: getattr(method, k) for k in ("rank", "rho", "alpha", "target_modules")
+          if getattr(method, k) is not None}
+    kw.update(method.options)
+    takes_seed = method.trains and "seed" in get_method(method.name).options
     if seed is not None and takes_seed and kw.get("seed") is None:
         kw["seed"] = int(seed)
     return kw
@@ -160,8 +90,9 @@ def method_kwargs(method: DictConfig, seed: int | None = None) -> dict:
 
 @dataclass
 class Run:
-    """What the steps of one training run share."""
-    cfg: DictConfig
+    """What the steps of one training run share: its checked settings and what the steps
+    make."""
+    settings: RunSettings
     folder: RunFolder
     device: str
     started: float = field(default_factory=time.time)
@@ -179,67 +110,70 @@ class Run:
 
 
 # ------------------------------------------------------------------------------ steps
-def load_train_data(cfg: DictConfig):
-    """The training split of cfg.data, checked against the rewards: every column they read
-    present, and the code runner working for each test format the data uses."""
+def load_train_data(settings: RunSettings):
+    """The training split of the data section, checked against the rewards: every column
+    they read present, and the code runner working for each test format the data uses."""
     from geora.data.loaders import load_data
     from geora.rewards import check_code_execution_allowed, check_reward_columns
 
-    data, _held_out = load_data(cfg.data, str(cfg.model.get("prompt_format", "chat")))
-    names = list(cfg.train.rewards)
-    check_reward_columns(names, data.column_names, str(cfg.data.name))
+    data, _held_out = load_data(settings.data, settings.model.prompt_format)
+    names = list(settings.train.rewards)
+    check_reward_columns(names, data.column_names, settings.data.name)
     if "test_format" in data.column_names:   # (code execution was allowed by check_run_inputs)
         check_code_execution_allowed(names, True, test_formats=set(data["test_format"]))
     return data
 
 
-def check(cfg: DictConfig) -> str:
-    """Every check that reads nothing of the run folder (config values, the run's inputs);
-    returns the device."""
+def check(cfg: DictConfig) -> RunSettings:
+    """The config checked into RunSettings (each section's values), then what the run needs
+    (checks.check_run_inputs: the rules across sections, the model's and the data's
+    sources); reads nothing of the run folder. `device` comes back resolved."""
+    from dataclasses import replace
+
     from geora.models import resolve_device
 
-    check_config(cfg)
-    device = resolve_device(str(cfg.device))
-    # (the model's source too: geora.training.resources.check_resources, with the data's)
-    check_run_inputs(cfg, device)
-    return device
+    settings = RunSettings.from_config(cfg)
+    settings = replace(settings, device=resolve_device(settings.device))
+    check_run_inputs(settings, settings.device)
+    return settings
 
 
-def start(cfg: DictConfig, run_dir: str | Path | RunFolder, overrides: list[str] | None, *,
-          device: str | None = None, git: dict | None = None) -> Run:
+def start(settings: RunSettings, run_dir: str | Path | RunFolder,
+          overrides: list[str] | None, *, git: dict | None = None) -> Run:
     """Load and check the training data, then claim (or resume) the run folder: a failure
-    before the claim writes nothing here. Runs under the folder's lock (train); `device`
-    None: `check` the config first."""
+    before the claim writes nothing here. Runs under the folder's lock (train)."""
     from geora.training.preflight import warn_many_epochs
 
     folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
-    if device is None:
-        device = check(cfg)
-    refuse_finished(cfg, folder)   # before the data is read for nothing
-    train_data = load_train_data(cfg) if trains(cfg) else None
+    device = settings.device
+    refuse_finished(settings.train, folder)   # before the data is read for nothing
+    train_data = load_train_data(settings) if settings.trains else None
     if train_data is not None:
-        warn_many_epochs(cfg, len(train_data))
+        warn_many_epochs(max_steps=settings.train.max_steps, n_prompts=len(train_data),
+                         prompts_per_step=settings.train.prompts_per_step,
+                         data=settings.data.name)
     # Under `accelerate launch` the main process alone checks, clears and writes the folder;
     # the others start once it is ready and resume from the same checkpoint.
     folder.path.mkdir(parents=True, exist_ok=True)
     resume_from = None
     if is_main_process():
-        resume_from = prepare_run_dir(cfg, folder)
+        resume_from = prepare_run_dir(settings, folder)
         if overrides is not None:
             folder.write_overrides(overrides)
     wait_for_everyone(cpu=device == "cpu")
     if not is_main_process():
         resume_from = folder.last_checkpoint()
-    run = Run(cfg, folder, device, resume_from=resume_from, train_data=train_data,
+    run = Run(settings, folder, device, resume_from=resume_from, train_data=train_data,
               **({"git": git} if git is not None else {}))
-    if cfg.logger.get("mode"):
-        os.environ.setdefault("WANDB_MODE", str(cfg.logger.mode))
-        os.environ.setdefault("WANDB_PROJECT", str(cfg.logger.project))
+    logger = settings.logger
+    if logger.get("mode"):
+        os.environ.setdefault("WANDB_MODE", str(logger["mode"]))
+        os.environ.setdefault("WANDB_PROJECT", str(logger["project"]))
         os.environ.setdefault("WANDB_DIR", str(folder.path))
     return run
 
 
-def load_dtype(cfg: DictConfig) -> str:
+def load_dtype(settings: RunSettings) -> str:
     """The dtype the model is loaded in: model.dtype, but float32 when the method's kind
     steps the model's own weights (fullft: MethodKind.needs_fp32_master_weights) and
     model.dtype is 16-bit. Those fp32 weights are the master weights; train.bf16=true (the
@@ -248,11 +182,12 @@ def load_dtype(cfg: DictConfig) -> str:
     from geora.methods import get_method
     from geora.models import dtype_name, torch_dtype
 
-    dtype = dtype_name(cfg.model)
-    if (trains(cfg) and get_method(str(cfg.method.name)).kind.needs_fp32_master_weights
+    s = settings
+    dtype = dtype_name(s.model)
+    if (s.trains and get_method(s.method.name).kind.needs_fp32_master_weights
             and torch_dtype(dtype).itemsize < 4):
         log.info("%s steps the model's own weights: loading %s in float32 (master weights) "
-                 "instead of %s", cfg.method.name, cfg.model.name, dtype)
+                 "instead of %s", s.method.name, s.model.name, dtype)
         return "float32"
     return dtype
 
@@ -263,22 +198,22 @@ def load(run: Run) -> None:
 
     from geora.models import cpu_threads_for, load_model
 
-    cfg = run.cfg
-    set_seed(int(cfg.seed))
-    run.model, run.tokenizer = load_model(cfg.model, device=run.device, dtype=load_dtype(cfg))
-    threads = cpu_threads_for(run.model, cfg.get("cpu_threads"))
+    s = run.settings
+    set_seed(s.seed)
+    run.model, run.tokenizer = load_model(s.model, device=run.device, dtype=load_dtype(s))
+    threads = cpu_threads_for(run.model, s.cpu_threads)
     if run.device == "cpu" and threads:
         torch.set_num_threads(threads)
 
 
 def evaluate(run: Run, name: str) -> dict[str, float]:
-    """Score the model on cfg.eval into evals/<name> (nothing when eval has no tasks)."""
-    if not run.cfg.eval.get("tasks"):
+    """Score the model on the eval settings into evals/<name> (nothing without tasks)."""
+    if not run.settings.eval.tasks:
         return {}
     from geora.evaluation import evaluate_in_memory
 
     with run.folder.new_evaluation(name) as out_dir:
-        scores = evaluate_in_memory(run.model, run.tokenizer, run.cfg.eval, out_dir)
+        scores = evaluate_in_memory(run.model, run.tokenizer, run.settings.eval, out_dir)
     return {k: float(v) for k, v in scores.items()}
 
 
@@ -288,7 +223,7 @@ def evaluate_before(run: Run) -> None:
         run.eval_before = run.folder.evaluation_scores(BEFORE) or {}
         if run.eval_before:
             return
-    if is_main_process() and run.cfg.eval_before:
+    if is_main_process() and run.settings.eval_before:
         run.eval_before = evaluate(run, BEFORE)
 
 
@@ -305,13 +240,14 @@ def prepare(run: Run) -> None:
     """Deterministic preparation (seeded SVDs / masks): a resumed run rebuilds the same W_res."""
     import geora
 
-    torch.manual_seed(int(run.cfg.seed))
-    kwargs = method_kwargs(run.cfg.method, int(run.cfg.seed))
-    if keeps_initial(run.cfg):   # FullFT: a CPU copy of W0, so that dW = W1 - W0 can be read
+    s = run.settings
+    torch.manual_seed(s.seed)
+    kwargs = method_kwargs(s.method, s.seed)
+    if keeps_initial(s):   # FullFT: a CPU copy of W0, so that dW = W1 - W0 can be read
         kwargs["keep_initial"] = True
-    run.model = geora.prepare_model(run.model, str(run.cfg.method.name), **kwargs)
+    run.model = geora.prepare_model(run.model, s.method.name, **kwargs)
     run.params = geora.count_parameters(run.model)
-    run.frozen = frozen_snapshot(run.model) if run.cfg.train.get("check_frozen") else None
+    run.frozen = frozen_snapshot(run.model) if s.train.check_frozen else None
 
 
 def grpo(run: Run) -> dict:
@@ -322,16 +258,16 @@ def grpo(run: Run) -> dict:
 
     from geora.training.resume import AtMaxSteps, StopAtMaxSteps, check_checkpoint
 
-    cfg, stats = run.cfg, StepStats()
+    s, stats = run.settings, StepStats()
     if run.resume_from:
         check_checkpoint(run.resume_from)
-    trainer = build_trainer(run.model, run.tokenizer, run.train_data, cfg.train,
-                            output_dir=str(run.folder.checkpoints), seed=int(cfg.seed),
-                            device=run.device, report_to=list(cfg.logger.report_to),
+    trainer = build_trainer(run.model, run.tokenizer, run.train_data, s.train,
+                            output_dir=str(run.folder.checkpoints), seed=s.seed,
+                            device=run.device, report_to=list(s.logger.get("report_to", [])),
                             callbacks=[JsonlLogCallback(run.folder.log), stats,
                                        StopAtMaxSteps(),
-                                       *geometry_callbacks(cfg, run.model, run.folder.log)],
-                            enable_thinking=cfg.model.get("enable_thinking"))
+                                       *geometry_callbacks(s.analysis, run.model, run.folder.log)],
+                            enable_thinking=s.model.enable_thinking)
     try:
         out = trainer.train(resume_from_checkpoint=run.resume_from)
         steps, runtime = int(out.global_step), float(out.metrics.get("train_runtime", 0.0))
@@ -343,7 +279,7 @@ def grpo(run: Run) -> dict:
         run.model.delete_adapter("ref")  # TRL's frozen KL-reference copy: not part of the result
     times = sorted(stats.step_times)
     trainable, total = run.params
-    return {"steps": steps, "max_steps": int(cfg.train.max_steps),
+    return {"steps": steps, "max_steps": s.train.max_steps,
             "resumed_from": run.resume_from, **reward_windows(run.folder.read_log()),
             "step_time_s": times[len(times) // 2] if times else None,
             "train_runtime_s": runtime,
@@ -367,28 +303,27 @@ def save(run: Run) -> None:
         run.export = f"none: {kind.no_lora_form(prepared_state(run.model))}"
 
 
-def keeps_initial(cfg: DictConfig) -> bool:
+def keeps_initial(settings: RunSettings) -> bool:
     """Whether the method is prepared with keep_initial=True: the analysis is on (or the
     geometry is tracked, analysis.track_every), allowed to keep W0 (analysis.keep_initial),
     and the method keeps it only when asked (FullFT)."""
-    from geora.training.weight_analysis import AnalysisSettings, needs_initial_weights
+    from geora.training.weight_analysis import needs_initial_weights
 
-    settings = AnalysisSettings.from_config(cfg.get("analysis"))
-    return ((settings.enabled or settings.track_every is not None) and settings.keep_initial
-            and needs_initial_weights(str(cfg.method.name)))
+    analysis = settings.analysis
+    return ((analysis.enabled or analysis.track_every is not None) and analysis.keep_initial
+            and needs_initial_weights(settings.method.name))
 
 
 def analyse(run: Run, train_record: dict) -> None:
     """The weight analysis of the trained model (geora.training.weight_analysis): its
     aggregates go to results.json["analysis"], the per-matrix detail to analysis/summary.json."""
-    from geora.training.weight_analysis import (AnalysisSettings, NonFiniteUpdate,
-                                                analyse_model, needs_initial_weights,
-                                                write_analysis)
+    from geora.training.weight_analysis import (NonFiniteUpdate, analyse_model,
+                                                needs_initial_weights, write_analysis)
 
-    settings = AnalysisSettings.from_config(run.cfg.get("analysis"))
+    settings = run.settings.analysis
     if not settings.enabled:
         return
-    if needs_initial_weights(str(run.cfg.method.name)) and not settings.keep_initial:
+    if needs_initial_weights(run.settings.method.name) and not settings.keep_initial:
         run.analysis = {"skipped": "analysis.keep_initial=false: W0 was not kept, so "
                                    "W1 - W0 cannot be formed"}
         log.warning("weight analysis skipped: %s", run.analysis["skipped"])
@@ -406,19 +341,20 @@ def analyse(run: Run, train_record: dict) -> None:
 
 def write_results(run: Run, train_record: dict | None) -> dict:
     """results.json; `train_record` None for the base model (nothing trained or saved)."""
-    cfg = run.cfg
+    s = run.settings
     trained = train_record is not None
     results = {
         "status": "finished",
-        "method": str(cfg.method.name), "model": str(cfg.model.name), "data": str(cfg.data.name),
-        "seed": int(cfg.seed), "run_dir": str(run.folder.path),
+        "method": s.method.name, "model": s.model.name, "data": s.data.name,
+        "seed": s.seed, "run_dir": str(run.folder.path),
         "train": train_record,
         "eval_before": run.eval_before or {}, "eval": run.eval_after,
         "adapter": RunFolder.ADAPTER if trained else None, "export": run.export if trained else None,
         **({"analysis": run.analysis} if run.analysis else {}),
         "time_s": time.time() - run.started,
         "env": env_info(run.device, run.git),
-        **code_runner_record(cfg),     # {"code_runner": "bwrap"|"guard", ...} when code runs
+        # {"code_runner": "bwrap"|"guard", ...} when the run executes model-written code
+        **code_runner_record(s.train.allow_code_execution or s.eval.allow_code_execution),
     }
     run.folder.write_results(results)
     return results
@@ -432,30 +368,29 @@ def train(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = No
     process's, under `accelerate launch`); a failure once the run claimed its folder is
     recorded there (record_failure) and re-raised."""
     git = git_info()           # the source tree this run starts from
-    device = check(cfg)
+    settings = check(cfg)
     folder = RunFolder(run_dir)
     main = is_main_process()
     with folder.locked() if main else nullcontext():
         run = None
         try:
-            run = start(cfg, folder, overrides, device=device, git=git)
+            run = start(settings, folder, overrides, git=git)
             return _train(run)
         except (RunExistsError, RunBusyError):
             raise
         except Exception as e:
             if main and run is not None:
-                record_failure(folder.path, cfg, e)
+                record_failure(folder.path, settings, e)
             raise
 
 
 def _train(run: Run) -> dict:
     from geora.training.preflight import check_training_prompts
 
-    cfg = run.cfg
     load(run)
-    if not trains(cfg):
+    if not run.settings.trains:
         return evaluate_base(run)
-    check_training_prompts(cfg, run.model, run.tokenizer, run.train_data)  # before any step
+    check_training_prompts(run.settings, run.model, run.tokenizer, run.train_data)  # before any step
     # Under `accelerate launch` every process runs this function; only the main one
     # evaluates and writes the run's files (the Trainer itself saves checkpoints once).
     evaluate_before(run)
@@ -473,10 +408,10 @@ def _train(run: Run) -> dict:
     return write_results(run, train_record)
 
 
-def record_failure(run_dir: str | Path, cfg: DictConfig, exc: BaseException) -> None:
+def record_failure(run_dir: str | Path, settings: RunSettings, exc: BaseException) -> None:
     """failure.json (error and traceback) and results.json with status "failed" (beside a
     finished run's results.json, failure.json only: RunFolder.write_failure)."""
     info = {"status": "failed", "error_type": type(exc).__name__, "error": str(exc),
-            "method": str(cfg.method.name), "model": str(cfg.model.name), "seed": int(cfg.seed),
+            "method": settings.method.name, "model": settings.model.name, "seed": settings.seed,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     RunFolder(run_dir).write_failure(info, exc)

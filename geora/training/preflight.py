@@ -2,14 +2,16 @@
 max_steps goes over the data (a warning), and whether every prompt leaves room for its
 completion in the model's context (an error naming the prompt).
 
->>> warn_many_epochs({"train": {"max_steps": 500, "prompts_per_step": 8},
-...                   "data": {"name": "tiny"}}, 100)
+>>> warn_many_epochs(max_steps=500, prompts_per_step=8, n_prompts=100, data="tiny")
 40.0
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from geora.training.settings import RunSettings
 
 log = logging.getLogger(__name__)
 
@@ -18,16 +20,16 @@ log = logging.getLogger(__name__)
 # model's context, which neither TRL nor transformers refuses.
 
 
-def warn_many_epochs(cfg: Mapping[str, Any], n_prompts: int) -> float:
+def warn_many_epochs(*, max_steps: int, prompts_per_step: int, n_prompts: int,
+                     data: str) -> float:
     """Epochs the run makes over its `n_prompts` training prompts; one warning line when
     more than one (max_steps set far beyond the data is otherwise silent)."""
-    total = int(cfg["train"]["max_steps"]) * int(cfg["train"]["prompts_per_step"])
+    total = max_steps * prompts_per_step
     epochs = total / max(n_prompts, 1)
     if epochs > 1:
         log.warning("train.max_steps=%s x train.prompts_per_step=%s = %d prompts go over the "
-                    "%d training prompts of data %r %.1f times (epochs)",
-                    cfg["train"]["max_steps"], cfg["train"]["prompts_per_step"], total,
-                    n_prompts, cfg["data"]["name"], epochs)
+                    "%d training prompts of data %r %.1f times (epochs)", max_steps,
+                    prompts_per_step, total, n_prompts, data, epochs)
     return epochs
 
 
@@ -68,15 +70,15 @@ def check_prompt_lengths(prompts, tokenizer, context: int | None, max_completion
     return longest
 
 
-def check_training_prompts(cfg, model, tokenizer, data) -> int:
+def check_training_prompts(settings: RunSettings, model, tokenizer, data) -> int:
     """check_prompt_lengths for a run: its data's prompts in the model's chat mode, against
     the model's max_position_embeddings and train.max_completion_length."""
     from geora.models import chat_template_kwargs, for_chat_mode
 
-    thinking = cfg.model.get("enable_thinking")
-    completion = for_chat_mode(cfg.train.max_completion_length, thinking,
+    thinking = settings.model.enable_thinking
+    completion = for_chat_mode(settings.train.max_completion_length, thinking,
                                "train.max_completion_length")
     return check_prompt_lengths(data["prompt"], tokenizer,
                                 getattr(model.config, "max_position_embeddings", None),
-                                int(completion), chat_template_kwargs({"enable_thinking": thinking}),
-                                f"data {cfg.data.name!r}")
+                                int(completion), chat_template_kwargs(thinking),
+                                f"data {settings.data.name!r}")

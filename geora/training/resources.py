@@ -4,9 +4,9 @@ set) in one message, each with its local override, instead of one per attempt.""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from geora.models import HubUnavailableError, hub_reachable
+from geora.training.settings import RunSettings
 
 
 def _cached(repo_id: str, repo_type: str) -> bool:
@@ -20,23 +20,21 @@ def _cached(repo_id: str, repo_type: str) -> bool:
         return False
 
 
-def hub_needs(cfg: Any, trains: bool) -> list[tuple[str, str, str, str]]:
+def hub_needs(settings: RunSettings) -> list[tuple[str, str, str, str]]:
     """(what, hub id, repo type, override) for each hub resource the config reads without a
     local copy given: the model, the training data (a training run), each evaluation task's
     data set (without eval.data_dir)."""
     from geora.evaluation.catalog import task_info
 
     needs = []
-    model = cfg.model
-    if not (model.get("local_path") or model.get("bundled") or model.get("random_init")) \
-            and model.get("hub_id"):
-        needs.append(("model", str(model.hub_id), "model", "model.local_path=/path/to/model"))
-    data = cfg.get("data")
-    if trains and data is not None and data.get("source") == "hub" and not data.get("local_path"):
+    model, data, evaluation = settings.model, settings.data, settings.eval
+    if not (model.local_path or model.bundled or model.random_init) and model.hub_id:
+        needs.append(("model", model.hub_id, "model", "model.local_path=/path/to/model"))
+    if settings.trains and data.source == "hub" and not data.local_path:
         needs.append((f"training data {data.name!r}", str(data.hub_id), "dataset",
                       "data.local_path=/path/to/data"))
-    if cfg.eval.get("tasks") and not cfg.eval.get("data_dir"):
-        for name in cfg.eval.tasks:
+    if evaluation.tasks and not evaluation.data_dir:
+        for name in evaluation.tasks:
             info = task_info(str(name))
             if info.hub_id:
                 files = ", ".join(info.local_files.values())
@@ -45,35 +43,34 @@ def hub_needs(cfg: Any, trains: bool) -> list[tuple[str, str, str, str]]:
     return needs
 
 
-def local_path_problems(cfg: Any, trains: bool) -> list[str]:
+def local_path_problems(settings: RunSettings) -> list[str]:
     """A local path that is given but holds nothing usable: one line each."""
     problems = []
-    model = cfg.model
-    if not any(model.get(k) for k in ("local_path", "bundled", "random_init", "hub_id")):
-        problems.append(f"model: model {model.get('name')!r} names no folder; pass "
+    model = settings.model
+    if not (model.local_path or model.bundled or model.random_init or model.hub_id):
+        problems.append(f"model: model {model.name!r} names no folder; pass "
                         f"model.path=/path/to/model/folder (model=hf) or model.local_path=")
-    path = model.get("local_path")
-    if path and not (Path(str(path)).expanduser() / "config.json").is_file():
-        problems.append(f"model: model.local_path={str(path)!r} is not a Hugging Face model "
+    path = model.local_path
+    if path and not (Path(path).expanduser() / "config.json").is_file():
+        problems.append(f"model: model.local_path={path!r} is not a Hugging Face model "
                         f"folder (no config.json)")
-    elif not path and model.get("bundled"):
+    elif not path and model.bundled:
         from geora.models import ASSETS_DIR
 
         if not (ASSETS_DIR / str(model.bundled) / "config.json").is_file():
             problems.append(f"model: bundled model {model.bundled!r} missing at "
                             f"{ASSETS_DIR / str(model.bundled)}")
-    data = cfg.get("data")
-    path = data.get("local_path") if data is not None else None
-    if trains and path and not Path(str(path)).expanduser().exists():
-        problems.append(f"training data: data.local_path={str(path)!r} does not exist")
+    path = settings.data.local_path
+    if settings.trains and path and not Path(path).expanduser().exists():
+        problems.append(f"training data: data.local_path={path!r} does not exist")
     return problems
 
 
-def check_resources(cfg: Any, trains: bool) -> None:
+def check_resources(settings: RunSettings) -> None:
     """HubUnavailableError listing every resource the run cannot reach, or nothing. The hub
     is asked once, and only when something is neither local nor cached."""
-    problems = local_path_problems(cfg, trains)
-    uncached = [n for n in hub_needs(cfg, trains) if not _cached(n[1], n[2])]
+    problems = local_path_problems(settings)
+    uncached = [n for n in hub_needs(settings) if not _cached(n[1], n[2])]
     if uncached and not hub_reachable():
         problems += [f"{what}: {repo_type} {repo_id!r} is not in the local Hugging Face cache; "
                      f"pass {override}" for what, repo_id, repo_type, override in uncached]

@@ -1,6 +1,6 @@
 """The weight analysis of a trained model: the step `analyse` of every run (layer 4).
 
-    settings = AnalysisSettings.from_config(cfg.analysis)   # checked before anything loads
+    settings = run_settings.analysis     # (geora.config.sections.AnalysisSettings, checked)
     summary = analyse_model(model, settings)                # geora.geometry.summary's schema
     record = write_analysis(run_folder, summary, train_runtime_s=812.0)  # -> results.json
 
@@ -26,73 +26,15 @@ the analysis is on): a model-sized copy in the weights' dtype, in host memory.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Iterator
 
 import torch
 
+from geora.config.sections import MASK_CHOICES, SVD_CHOICES, AnalysisSettings  # noqa: F401
+
 log = logging.getLogger(__name__)
 
-SVD_CHOICES = ("auto", "exact", "randomized")
-# Which runs get the mask overlaps: "auto" the methods with a mask fraction (rho: the
-# GeoRA family, SparseFT); "all" every method, at the method's rank and rho or the paper's
-# r = 16, rho = 0.2 where it has none (where would GeoRA's masks have caught its update?);
-# "none" no masks.
-MASK_CHOICES = ("auto", "all", "none")
 SUMMARY_FILE = "summary.json"          # in the run folder's analysis/: the per-matrix detail
-
-
-@dataclass(frozen=True)
-class AnalysisSettings:
-    """The `analysis` block of conf/config.yaml (each key documented there)."""
-    enabled: bool = True
-    k: int = 16
-    svd: str = "auto"
-    exact_max_dim: int = 1024
-    nss_full_max_numel: int | None = None
-    masks: str = "auto"
-    keep_initial: bool = True
-    modules: bool = True
-    progress: bool = True
-    premise: bool = True          # full-update runs: results.json["analysis"]["premise"]
-    track_every: int | None = None   # geometry every N steps while training (geometry.py)
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | None) -> "AnalysisSettings":
-        """Checked settings from a config block (None or a missing block: the defaults).
-
-        >>> AnalysisSettings.from_config({"k": 8}).k
-        8
-        >>> AnalysisSettings.from_config({"k": 0})
-        Traceback (most recent call last):
-        ...
-        ValueError: analysis.k=0: expected an integer >= 1
-        >>> AnalysisSettings.from_config({"track_every": 0})
-        Traceback (most recent call last):
-        ...
-        ValueError: analysis.track_every=0: expected an integer >= 1 or null
-        """
-        raw = dict(cfg.items()) if cfg is not None else {}
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown analysis config key(s) {unknown}; known: {sorted(known)}")
-        for key, nullable in (("k", False), ("exact_max_dim", False), ("nss_full_max_numel", True),
-                              ("track_every", True)):
-            v = raw.get(key, getattr(cls, key))
-            if (v is None and not nullable) or (v is not None and (
-                    isinstance(v, bool) or not isinstance(v, int) or v < 1)):
-                raise ValueError(f"analysis.{key}={v!r}: expected an integer >= 1"
-                                 f"{' or null' if nullable else ''}")
-        for key, choices in (("svd", SVD_CHOICES), ("masks", MASK_CHOICES)):
-            v = raw.get(key, getattr(cls, key))
-            if v not in choices:
-                raise ValueError(f"analysis.{key}={v!r}: choose one of {choices}")
-        for key in ("enabled", "keep_initial", "modules", "progress", "premise"):
-            v = raw.get(key, getattr(cls, key))
-            if not isinstance(v, bool):
-                raise ValueError(f"analysis.{key}={v!r}: expected true or false")
-        return cls(**raw)
 
 
 class NonFiniteUpdate(ValueError):
