@@ -144,7 +144,7 @@ def build_premise(runs: pd.DataFrame, model=None, data=None) -> Table:
 # -------------------------------------------------------------------------- figures
 def _per_part(frame: pd.DataFrame, part: str, sub: str, source: str = "capture"):
     """{label: (parts, per-seed rows)} of the reach of `sub` by layer or module type."""
-    from analysis.figures import groups, _num
+    from analysis.figkit import groups, _num
 
     out = {}
     for label, sel in groups(frame):
@@ -162,7 +162,7 @@ def premise_per_part(frame: pd.DataFrame, out: Path, part: str = "by_layer") -> 
     method and settings, seed bands; dotted: chance."""
     import matplotlib.pyplot as plt
 
-    from analysis.figures import _band, _save, source_text
+    from analysis.figkit import _band, _save, source_text
 
     labels = list(_per_part(frame, part, "geora"))
     if not labels:
@@ -192,7 +192,7 @@ def geometry_over_training(series: dict, out: Path, source: str) -> list[Path] |
     FIGURE_SUBSPACES; mean over seeds with t-bands."""
     import matplotlib.pyplot as plt
 
-    from analysis.figures import _band, _save
+    from analysis.figkit import _band, _save
 
     series = {k: v for k, v in series.items() if v and all(v)}
     if not series:
@@ -230,7 +230,7 @@ def geometry_over_training(series: dict, out: Path, source: str) -> list[Path] |
 
 def geometry_series(runs: pd.DataFrame) -> dict:
     """{method [settings]: [geometry records of each seed]} of the finished runs."""
-    from analysis.figures import groups
+    from analysis.figkit import groups
 
     out = {}
     for label, sel in groups(runs):
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="print the geometry callback's cost of each run (at every N steps; "
                         "default: the run's own) instead of drawing")
     args = p.parse_args(argv)
-    from analysis.figures import source_text
+    from analysis.figkit import source_text
 
     runs = collect_runs(*args.roots)
     if runs.empty:

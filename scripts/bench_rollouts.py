@@ -20,7 +20,6 @@ checks that every parameter is bitwise unchanged.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -155,8 +154,9 @@ def main(argv=None) -> dict:
               f"{c['tokens_per_s']:>11.0f}{c['ratio_to_plain']:>9.3f}{c['best_ratio_to_plain']:>7.3f}")
     print(f"weights bitwise restored after every merged generation: {exact}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        from geora.fileio import atomic_write_json
+
+        atomic_write_json(args.json, result)
     if not exact:
         raise SystemExit("a merged generation left the weights changed")
     return result

@@ -142,6 +142,7 @@ def main(args, prompts_fn) -> dict:
               f"{r['vllm_tokens_per_s']:8.0f} tok/s  x{r['vllm_over_transformers']:.2f}")
     print(f"GRPO step (median after the first): transformers {hf_s:.2f} s, vllm {vl_s:.2f} s")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        from geora.fileio import atomic_write_json
+
+        atomic_write_json(args.json, result)
     return result
