@@ -87,8 +87,8 @@ def test_fullft_keeps_its_initial_weights_only_for_the_analysis(tmp_path):
     assert keeps_initial(RunSettings.from_config(config("method=fullft", "method.rank=null")))
     assert not keeps_initial(RunSettings.from_config(config("method=lora")))
     # the geometry callback (analysis.track_every) reads dW while training: it keeps W0 too
-    assert keeps_initial(RunSettings.from_config(config("method=fullft", "method.rank=null", "analysis.enabled=false",
-                                "analysis.track_every=5")))
+    assert keeps_initial(RunSettings.from_config(config(
+        "method=fullft", "method.rank=null", "analysis.enabled=false", "analysis.track_every=5")))
     records = {}
     for off in ("analysis.keep_initial=false", "analysis.enabled=false"):
         cfg = config("method=fullft", "method.rank=null", off, "analysis.track_every=null")

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 import geora
 from geora import rewards
 from geora.training.grpo import build_trainer
-from geora.training.pipeline import frozen_snapshot, frozen_unchanged
+from geora.training.outcome import frozen_snapshot, frozen_unchanged
 from tests.conftest import build_tiny_qwen3
 
 ROOT = Path(__file__).resolve().parents[1]

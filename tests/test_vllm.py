@@ -30,7 +30,7 @@ pytestmark = pytest.mark.vllm
 vllm = pytest.importorskip("vllm")
 
 import geora  # noqa: E402
-from geora.training.pipeline import frozen_snapshot, frozen_unchanged  # noqa: E402
+from geora.training.outcome import frozen_snapshot, frozen_unchanged  # noqa: E402
 from geora.vllm_backend import apply_cpu_engine_env, colocated_engine, use_reload_sync  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from geora.config.sections import EvalConfig
 from geora.evaluation.catalog import task_info
 
 BACKENDS = ("hf", "vllm")
@@ -61,24 +62,28 @@ def _chat_template(value, where: str) -> bool:
 
 @dataclass(frozen=True)
 class EvalSettings:
+    """The checked eval section. Its defaults are the schema's (geora.config.sections
+    .EvalConfig, which every conf/eval/*.yaml starts from): one place for each."""
     name: str = "custom"
     tasks: tuple[str, ...] = ()
     in_domain: tuple[str, ...] = ()
-    backend: str = "hf"
-    batch_size: int = 16
-    limit: int | None = None
-    data_dir: str | None = None
-    apply_chat_template: bool = True
+    backend: str = EvalConfig.backend
+    batch_size: int = EvalConfig.batch_size
+    limit: int | None = EvalConfig.limit
+    data_dir: str | None = EvalConfig.data_dir
+    apply_chat_template: bool = True      # the schema's follows model.prompt_format
     gen_kwargs: dict[str, Any] = field(default_factory=dict)
-    repeats: int | dict[str, int] | None = None   # one k, or {task: k}; None: each task's own
-    max_gen_toks: int | None = None
-    allow_code_execution: bool = False
-    trust_remote_code: bool = False
-    log_samples: bool = True
-    seed: int = 0
+    # one k, or {task: k}; None: each task's own
+    repeats: int | dict[str, int] | None = EvalConfig.repeats
+    max_gen_toks: int | None = EvalConfig.max_gen_toks
+    allow_code_execution: bool = EvalConfig.allow_code_execution
+    trust_remote_code: bool = EvalConfig.trust_remote_code
+    log_samples: bool = EvalConfig.log_samples
+    seed: int = EvalConfig.seed
     enable_thinking: bool | None = None   # Qwen3 chat templates; None = the template's default
-    think_end_token: str | None = None    # e.g. "</think>": score only what follows it
-    num_threads: int | None = None        # torch CPU threads during the evaluation; None = as is
+    # e.g. "</think>": score only what follows it
+    think_end_token: str | None = EvalConfig.think_end_token
+    num_threads: int | None = EvalConfig.num_threads   # torch CPU threads; None = as is
 
     def repeats_for(self, task: str) -> int | None:
         """The k of a sampled task: eval.repeats (for all, or this task's entry) or None
@@ -100,7 +105,7 @@ class EvalSettings:
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ValueError(f"unknown eval config key(s) {unknown}; known: {sorted(known)}")
-        name = str(raw.get("name", "custom"))
+        name = str(raw.get("name", cls.name))
         where = f"(eval config {name!r})"
         tasks = tuple(str(t) for t in (raw.get("tasks") or ()))
         for t in tasks:
@@ -109,7 +114,7 @@ class EvalSettings:
         in_domain = tuple(str(t) for t in (raw.get("in_domain") or ()))
         for t in in_domain:
             task_info(t)
-        backend = str(raw.get("backend", "hf"))
+        backend = str(raw.get("backend", cls.backend))
         if backend not in BACKENDS:
             raise ValueError(f"eval.backend={backend!r} {where}; choose one of {BACKENDS}")
         ints = {key: _int_at_least(key, raw.get(key, getattr(cls, key, None)), 1, where)
@@ -135,15 +140,17 @@ class EvalSettings:
         gen_kwargs = dict(raw.get("gen_kwargs") or {})
         return cls(name=name, tasks=tasks, in_domain=in_domain, backend=backend,
                    batch_size=ints["batch_size"] or 1, limit=ints["limit"], data_dir=data_dir,
-                   apply_chat_template=_chat_template(raw.get("apply_chat_template", True),
-                                                      where),
+                   apply_chat_template=_chat_template(
+                       raw.get("apply_chat_template", cls.apply_chat_template), where),
                    gen_kwargs=gen_kwargs, repeats=repeats,
                    max_gen_toks=ints["max_gen_toks"],
-                   allow_code_execution=bool(raw.get("allow_code_execution", False)),
-                   trust_remote_code=bool(raw.get("trust_remote_code", False)),
-                   log_samples=bool(raw.get("log_samples", True)), seed=int(raw.get("seed", 0)),
+                   allow_code_execution=bool(raw.get("allow_code_execution",
+                                                     cls.allow_code_execution)),
+                   trust_remote_code=bool(raw.get("trust_remote_code", cls.trust_remote_code)),
+                   log_samples=bool(raw.get("log_samples", cls.log_samples)),
+                   seed=int(raw.get("seed", cls.seed)),
                    enable_thinking=thinking,
-                   think_end_token=raw.get("think_end_token"),
+                   think_end_token=raw.get("think_end_token", cls.think_end_token),
                    num_threads=ints["num_threads"])
 
     def as_dict(self) -> dict[str, Any]:

@@ -17,8 +17,8 @@ replaced by a failure.
 
 `run.py` wraps this in @hydra.main; tests call it directly with a composed config. The run
 folder (rundir.RunFolder) is the only code that knows the layout; what its state allows
-(new, resume, refuse) is geora.training.claim's. A resume ends at exactly max_steps, from any checkpoint (geora.training.resume).
-Residual methods are re-prepared from the seed before a checkpoint is loaded, so W_res
+(new, resume, refuse) is geora.training.claim's. A resume ends at exactly max_steps, from
+any checkpoint (geora.training.resume). Residual methods are re-prepared from the seed before a checkpoint is loaded, so W_res
 (which no checkpoint stores) is the same bits as before.
 """
 from __future__ import annotations
@@ -41,35 +41,12 @@ from geora.fileio import git_info
 from geora.sandbox import results_record as code_runner_record
 from geora.training.checks import check_run_inputs
 from geora.training.claim import prepare_run_dir, refuse_finished
+from geora.training.outcome import frozen_snapshot, frozen_unchanged, reward_windows
 from geora.training.rundir import (AFTER, BEFORE, RunBusyError, RunExistsError, RunFolder,
                                    env_info)
 from geora.training.settings import RunSettings
 
 log = logging.getLogger(__name__)
-
-
-def frozen_snapshot(model) -> dict[str, torch.Tensor]:
-    """Copies of every frozen parameter (the base / W_res), to check they never move."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
-
-
-def frozen_unchanged(model, snapshot: dict[str, torch.Tensor]) -> bool:
-    params = dict(model.named_parameters())
-    return all(n in params and torch.equal(params[n].detach(), t) for n, t in snapshot.items())
-
-
-def reward_windows(log: list[dict], share: float = 0.1) -> dict:
-    """Mean training reward over the first and last `share` of logged steps (at least one)."""
-    per_step = {}
-    for rec in log:
-        if "reward" in rec and rec.get("step") is not None:
-            per_step[int(rec["step"])] = float(rec["reward"])
-    rewards = [per_step[s] for s in sorted(per_step)]
-    if not rewards:
-        return {"reward_start": None, "reward_end": None, "reward_per_step": []}
-    k = max(1, int(round(share * len(rewards))))
-    return {"reward_start": sum(rewards[:k]) / k, "reward_end": sum(rewards[-k:]) / k,
-            "reward_window": k, "reward_per_step": rewards}
 
 
 def method_kwargs(method: MethodConfig | DictConfig, seed: int | None = None) -> dict:
