@@ -188,8 +188,6 @@ def test_hub_lookups_catch_only_a_missing_cache_entry(where, monkeypatch):
 def test_a_real_export_bug_is_not_recorded_as_no_lora_form(tmp_path, monkeypatch):
     """pipeline.save asks the kind whether it has a LoRA form; any other export error
     propagates instead of becoming results.json's `export: "none: ..."`."""
-    from omegaconf import OmegaConf
-
     from geora.kinds.residual import ResidualKind
     from geora.training.pipeline import Run, save
     from geora.training.rundir import RunFolder
@@ -197,7 +195,7 @@ def test_a_real_export_bug_is_not_recorded_as_no_lora_form(tmp_path, monkeypatch
     def run_of(method):
         model = geora.prepare_model(build_tiny_qwen3(), method, rank=4) if method != "fullft" \
             else geora.prepare_model(build_tiny_qwen3(), method)
-        return Run(OmegaConf.create({}), RunFolder(tmp_path / method), "cpu", model=model)
+        return Run(None, RunFolder(tmp_path / method), "cpu", model=model)   # save reads no settings
 
     run = run_of("fullft")
     save(run)

@@ -60,6 +60,9 @@ def test_shipped_configs_pass(experiment):
     ("data.train_size=0", "data.train_size=0"),
     ("data.test_size=-1", "data.test_size=-1"),
     ("seed=-1", "seed=-1"),
+    ("seed=0.5", "seed=0.5: expected an integer >= 0"),        # the seed reaches the init
+    ("seed=abc", "seed='abc': expected an integer >= 0"),
+    ("+method.options.seed=0.5", "method.options: method 'geora': seed=0.5: must be an int"),
     ("cpu_threads=0", "cpu_threads=0"),
     ("eval.limit=0", "eval.limit=0"),
     ("eval.batch_size=0", "eval.batch_size=0"),
