@@ -32,6 +32,17 @@ def tiny_input_ids():
     return torch.randint(0, 512, (2, 12), generator=g)
 
 
+def compose_run(*overrides):
+    """conf/config.yaml composed with `overrides`, as run.py composes it."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
 def eval_group(name: str):
     """conf/eval/<name>.yaml as a run sees it: composed with its defaults
     (geora.config.EvalConfig) under the main config."""

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 
 from geora.models import add_stop_tokens, load_model
+from tests.conftest import compose_run as make
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:.*is validated against ConfigStore schema")
@@ -23,11 +23,6 @@ SHRUNK = ["model.random_init=true", "model.tokenizer_path=bundled:qwen3", "model
           "model.arch.hidden_size=32", "model.arch.num_hidden_layers=1",
           "model.arch.num_attention_heads=2", "model.arch.num_key_value_heads=1",
           "model.arch.head_dim=16", "model.arch.intermediate_size=64"]
-
-
-def make(*overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 def test_cfg_job_shows_the_checkpoint_the_evidence_chose():

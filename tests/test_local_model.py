@@ -7,20 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from geora.models import (ONE_THREAD_MAX_PARAMS, HubUnavailableError, cpu_threads_for,
                           dtype_name)
 from geora.training.settings import RunSettings
 from geora.training.resources import check_resources
+from tests.conftest import compose_run as config
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ROOT / "geora" / "assets" / "micro"
-
-
-def config(*overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 def test_hf_model_is_named_after_its_folder(tmp_path):

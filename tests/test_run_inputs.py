@@ -15,10 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from geora.execution import CodeExecutionRefused
 from geora.training.pipeline import train
+from tests.conftest import compose_run as config
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_FIXTURES = ROOT / "tests" / "fixtures" / "train"
@@ -29,11 +29,6 @@ TINY = ["model.random_init=true", "model.bundled=null", "model.arch.hidden_size=
         "model.arch.head_dim=16", "train.max_steps=1", "train.num_generations=2",
         "train.prompts_per_step=2", "train.max_completion_length=4", "data.train_size=4",
         "data.test_size=2"]
-
-
-def config(*overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 def fails_at_start(cfg, run_dir: Path, exc, match: str) -> None:

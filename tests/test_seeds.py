@@ -7,25 +7,17 @@ before anything is written.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from geora.surgery import get_state
 from geora.training import pipeline
 from geora.training.settings import RunSettings
-from tests.conftest import build_tiny_qwen3
+from tests.conftest import build_tiny_qwen3, compose_run as make
 
-ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is validated against ConfigStore schema")
-
-
-def make(*overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 def prepared(method: str, seed: int, *extra: str):
