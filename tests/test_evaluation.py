@@ -100,6 +100,7 @@ def test_every_paper_task_scores_all_or_nothing(tmp_path, right, expected):
     assert scores == {t: expected for t in scores}
     summary = json.loads((tmp_path / SUMMARY_FILE).read_text())
     assert summary["scores"] == scores
+    assert summary["code_runner"] in ("bwrap", "guard")   # model-written code ran: how, recorded
     # One JSON line per item, with the completion that was scored.
     rows = [json.loads(l) for l in (tmp_path / "samples_geora_aime24.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(r["avg_at_k"] == (1.0 if right else 0.0) for r in rows)

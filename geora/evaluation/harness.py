@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from geora.sandbox import results_record as code_runner_record
 from geora.evaluation.catalog import TASKS_DIR, task_info
 from geora.fileio import atomic_write_text, package_versions
 from geora.evaluation.settings import EvalSettings
@@ -109,6 +110,8 @@ def write_results(out_dir: str | Path, settings: EvalSettings, results: Mapping[
         "git_hash": results.get("git_hash"),
         "wall_s": round(wall_s, 2),
         "sample_files": sample_files,
+        # {"code_runner": "bwrap" | "guard", ...} where model-written code ran (HumanEval, MBPP)
+        **code_runner_record(settings.allow_code_execution),
     }
     path = out_dir / SUMMARY_FILE
     atomic_write_text(path, json.dumps(summary, indent=2, default=str) + "\n")
