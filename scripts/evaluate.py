@@ -99,6 +99,7 @@ def check_replaceable(run: RunFolder, name: str, settings, overwrite: bool) -> N
 def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, float]:
     """Score what `cfg` names; write results into out_dir (or the run's evals/, see
     evaluation_name and check_replaceable)."""
+    from geora.config import ModelConfig
     from geora.evaluation import EvalSettings, build_specs
     from geora.models import resolve_device
 
@@ -109,19 +110,20 @@ def evaluate(cfg: DictConfig, out_dir: str | Path) -> dict[str, float]:
         cfg = copy.deepcopy(cfg)   # (eval.enable_thinking interpolates model.enable_thinking)
         with open_dict(cfg):
             cfg.model = model_cfg
-    # Bad settings, refused code execution and missing data fail here, before any loading.
-    settings = EvalSettings.from_config(cfg.eval)
+    # Bad settings, refused code execution and missing data fail here, before any loading;
+    # what follows reads the checked, typed sections.
+    settings, model = EvalSettings.from_config(cfg.eval), ModelConfig.of(cfg.model)
     build_specs(settings)
     device = resolve_device(str(cfg.device))
     if run is None:
-        return _score(cfg, cfg.model, None, None, out_dir, device)
+        return _score(settings, model, None, None, out_dir, device)
     with run.locked():   # not while a training run (or another evaluation) writes there
         check_replaceable(run, evaluation_name(cfg), settings, overwrite)
         with run.new_evaluation(evaluation_name(cfg)) as tmp:   # replaced only when complete
-            return _score(cfg, cfg.model, export, adapter, tmp, device)
+            return _score(settings, model, export, adapter, tmp, device)
 
 
-def _score(cfg: DictConfig, model_cfg, export: Path | None, adapter: Path | None,
+def _score(settings, model_cfg, export: Path | None, adapter: Path | None,
            out_dir: str | Path, device: str) -> dict[str, float]:
     from geora.evaluation import evaluate_in_memory, evaluate_pretrained
     from geora.models import load_model, resolve_model_dir
@@ -130,15 +132,15 @@ def _score(cfg: DictConfig, model_cfg, export: Path | None, adapter: Path | None
     from geora.models import dtype_name
 
     dtype = dtype_name(model_cfg)
-    if cfg.eval.backend == "vllm":
+    if settings.backend == "vllm":
         if model_dir is None or (adapter is not None and export is None):
             raise ValueError("eval.backend='vllm' needs a model folder (and, for a run, its "
                              "export/ LoRA); this target loads only in memory: eval.backend=hf")
-        return evaluate_pretrained(model_dir, cfg.eval, out_dir, adapter_dir=export,
+        return evaluate_pretrained(model_dir, settings, out_dir, adapter_dir=export,
                                    dtype=dtype, device=device)
     if export is None and adapter is None and model_dir is not None:
         # A plain folder (base or merged model): lm-eval's own hf loader.
-        return evaluate_pretrained(model_dir, cfg.eval, out_dir, dtype=dtype, device=device)
+        return evaluate_pretrained(model_dir, settings, out_dir, dtype=dtype, device=device)
     model, tokenizer = load_model(model_cfg, device=device)
     if export is not None:
         # PEFT's loader on the original base, in memory: lm-eval's `peft=` route would also
@@ -151,7 +153,7 @@ def _score(cfg: DictConfig, model_cfg, export: Path | None, adapter: Path | None
         import geora
 
         model = geora.load_adapter(model, adapter)
-    return evaluate_in_memory(model, tokenizer, cfg.eval, out_dir)
+    return evaluate_in_memory(model, tokenizer, settings, out_dir)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")

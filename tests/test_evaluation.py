@@ -281,8 +281,8 @@ def test_run_dir_scores_in_the_runs_chat_mode(tmp_path, monkeypatch, thinking):
 
     script = _evaluate_script()
     seen = {}
-    monkeypatch.setattr(script, "_score", lambda cfg, model_cfg, *a: seen.update(
-        eval=cfg.eval.enable_thinking, model=model_cfg.enable_thinking) or {})
+    monkeypatch.setattr(script, "_score", lambda settings, model_cfg, *a: seen.update(
+        eval=settings.enable_thinking, model=model_cfg.enable_thinking) or {})
     run_dir = tmp_path / "run"
     (run_dir / "adapter").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create({"model": {"name": "tiny", "enable_thinking": thinking}}),
