@@ -120,3 +120,23 @@ def test_a_value_of_the_wrong_type_is_named_at_composition(override):
     with pytest.raises(ConfigCompositionException) as err:
         make(override)
     assert override.split("=")[0] in str(err.value) + str(err.value.__cause__)
+
+
+def test_a_run_is_checked_once_into_typed_sections():
+    """RunSettings holds typed, checked sections; a config built by hand (no Hydra schema)
+    gets the same checks, a misspelt key named with the group's settings."""
+    from omegaconf import OmegaConf
+
+    from geora.config import (AnalysisSettings, DataConfig, MethodConfig, ModelConfig,
+                              TrainConfig)
+    from geora.evaluation import EvalSettings
+
+    s = RunSettings.from_config(make("++train.shuffle_dataset=false"))
+    assert [type(x) for x in (s.model, s.data, s.method, s.train, s.eval, s.analysis)] == [
+        ModelConfig, DataConfig, MethodConfig, TrainConfig, EvalSettings, AnalysisSettings]
+    assert s.train.trl_kwargs()["shuffle_dataset"] is False                   # TRL's, by name
+    assert "prompts_per_step" not in s.train.trl_kwargs()                     # the project's
+    raw = OmegaConf.to_container(make(), resolve=True)
+    raw["data"]["tset_size"] = 10
+    with pytest.raises(ValueError, match=r"^unknown data setting tset_size \(data 'micro_math'\)"):
+        RunSettings.from_config(OmegaConf.create(raw))

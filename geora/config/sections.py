@@ -250,16 +250,20 @@ class TrainConfig(Section):
     resume: str = setting(MISSING, OneOf(RESUME_MODES))
     overwrite: bool = MISSING
 
-    @classmethod
-    def _extra_keys(cls, unknown: dict, name: Any) -> dict:
-        """Keys no recipe names must be trl.GRPOConfig fields (`+train.shuffle_dataset=false`),
-        kept in grpo_extra; any other is refused, naming it."""
+    @staticmethod
+    def grpo_fields() -> set[str]:
+        """trl.GRPOConfig's field names (TRL is imported only when a train section is built)."""
         import dataclasses
 
         from trl import GRPOConfig
 
-        grpo = {f.name for f in dataclasses.fields(GRPOConfig)}
-        bad = sorted(set(unknown) - grpo)
+        return {f.name for f in dataclasses.fields(GRPOConfig)}
+
+    @classmethod
+    def _extra_keys(cls, unknown: dict, name: Any) -> dict:
+        """Keys no recipe names must be trl.GRPOConfig fields (`+train.shuffle_dataset=false`),
+        kept in grpo_extra; any other is refused, naming it."""
+        bad = sorted(set(unknown) - cls.grpo_fields())
         if bad:
             raise ValueError(f"train.{bad[0]}: neither a trl.GRPOConfig field nor one of this "
                              f"project's train settings ({', '.join(cls.PROJECT_KEYS)})")

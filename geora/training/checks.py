@@ -6,6 +6,7 @@ command line.
 """
 from __future__ import annotations
 
+from geora.config.sections import TrainConfig
 from geora.training.settings import RunSettings
 
 
@@ -65,22 +66,12 @@ def check_run_inputs(settings: RunSettings, device: str) -> None:
 FREE_FORM_NODES = ("method.options",)
 
 
-def _grpo_fields() -> set[str]:
-    """trl.GRPOConfig's field names: `+train.<field>=...` sets one no config file names
-    (geora.training.grpo hands the train group to GRPOConfig under TRL's names)."""
-    import dataclasses
-
-    from trl import GRPOConfig
-
-    return {f.name for f in dataclasses.fields(GRPOConfig)}
-
-
 def check_added_keys(overrides, config_dir) -> None:
     """Refuse `+a.b=value` overrides of keys the config does not have (Hydra adds them, and
     nothing reads a misspelt `+train.lernig_rate=1e-4`), naming the key. Allowed: config
     groups (`+experiment=...`), Hydra's own keys, FREE_FORM_NODES, trl.GRPOConfig's fields
     under train (`+train.shuffle_dataset=false`) and `++` (an explicit add-or-replace; the
-    train group's keys are then checked against GRPOConfig by grpo_config).
+    train group's keys are then checked against GRPOConfig by TrainConfig).
 
     >>> from geora.fileio import REPO_ROOT
     >>> conf = REPO_ROOT / "conf"
@@ -101,7 +92,7 @@ def check_added_keys(overrides, config_dir) -> None:
         key = override.key_or_group
         if (Path(config_dir) / key).is_dir() or key.split(".")[0] == "hydra" \
                 or any(key.startswith(node + ".") for node in FREE_FORM_NODES) \
-                or (key.startswith("train.") and key[len("train."):] in _grpo_fields()):
+                or (key.startswith("train.") and key[len("train."):] in TrainConfig.grpo_fields()):
             continue
         raise ValueError(f"{text} adds a key the config does not have ({key}): check its "
                          f"spelling; '+' is only for config groups and for free-form keys "
