@@ -71,3 +71,10 @@ def test_offline_start_names_every_missing_resource_at_once(monkeypatch):
     cfg = config("model=qwen3_4b", f"model.local_path={MICRO}", f"data.local_path={MICRO}",
                  f"eval.data_dir={ROOT / 'tests' / 'fixtures' / 'eval'}")
     check_resources(RunSettings.from_config(cfg))
+
+
+def test_model_path_on_another_model_is_refused_not_ignored():
+    """model.path is model=hf's; on model=qwen3_4b it would otherwise load the hub model."""
+    with pytest.raises(ValueError, match=r"^model.path='/models/x' \(model 'qwen3_4b_base'\) is "
+                                         r"read by model=hf only; set model.local_path"):
+        RunSettings.from_config(config("model=qwen3_4b", "model.path=/models/x"))

@@ -20,7 +20,7 @@ ValueError: unknown model setting dtpye (model 'm'); the model settings are: arc
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, ClassVar, Dict, List, Mapping, Optional
 
@@ -128,6 +128,10 @@ class ModelConfig(Section):
             except ValueError as e:
                 raise ValueError(f"model.dtype: {e}") from None
         check_prompt_format(self.prompt_format)
+        if self.path and self.local_path != self.path:   # hf.yaml: local_path = ${model.path}
+            raise ValueError(f"model.path={self.path!r} (model {self.name!r}) is read by "
+                             f"model=hf only; set model.local_path to load this model from a "
+                             f"folder")
         if self.family not in (None, *CHECKPOINTS):
             raise ValueError(f"model.family={self.family!r} (model {self.name!r}): choose one "
                              f"of {', '.join(CHECKPOINTS)} with checkpoint=base|post")
@@ -174,8 +178,7 @@ class MethodConfig(Section):
     name: str = MISSING
     trains: bool = True           # false only for `base`: the untrained model, evaluated
     rank: Optional[int] = setting(16, Range(integer=True, low=1, nullable=True))
-    rho: Optional[float] = setting(0.2, Range(integer=False, low=0, high=1, low_open=True,
-                                              high_open=True, nullable=True))
+    rho: Optional[float] = setting(0.2, replace(FRACTION, nullable=True))
     # null: alpha = rank (s = 1), where the paper's and PEFT's agree
     alpha: Optional[float] = setting(None, Range(integer=False, low=0, low_open=True,
                                                  nullable=True))
