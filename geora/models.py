@@ -144,6 +144,32 @@ def resolve_model_dir(cfg: ModelConfig | Mapping[str, Any]) -> str | None:
                                 revision=cfg.revision)
 
 
+def meta_model(cfg: ModelConfig | Mapping[str, Any]):
+    """The model's architecture on the meta device (shapes, no weights, nothing read but its
+    config.json), or None when that config is not on this machine yet (a hub model not in
+    the cache). For checks before the load: which modules a method targets, their shapes."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = ModelConfig.of(cfg)
+    if cfg.random_init and not cfg.local_path:
+        config = AutoConfig.for_model(**dict(cfg.arch or {}))
+    else:
+        if cfg.local_path or cfg.bundled:
+            model_dir = resolve_model_dir(cfg)
+        else:
+            from huggingface_hub import snapshot_download
+            from huggingface_hub.errors import LocalEntryNotFoundError
+
+            try:
+                model_dir = snapshot_download(str(cfg.hub_id), revision=cfg.revision,
+                                              local_files_only=True)
+            except LocalEntryNotFoundError:
+                return None
+        config = AutoConfig.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
+
+
 def load_tokenizer(cfg: ModelConfig | Mapping[str, Any]):
     """The tokenizer of the model directory; for random_init, `tokenizer_path` (a folder, or
     `bundled:qwen3`, the real Qwen3 tokenizer shipped in the package) or the micro one."""

@@ -139,3 +139,25 @@ def test_extra_readings_are_recorded_beside_the_headline(tmp_path):
     assert extra == pytest.approx({"prompt_level_loose_acc,none": 60.0,
                                    "inst_level_strict_acc,none": 70.0,
                                    "inst_level_loose_acc,none": 80.0})
+
+
+@pytest.mark.parametrize("override,match", [
+    ("method.rank=200", r"^method.rank=200: module 'model.layers.0.self_attn.q_proj' of model "
+                        r"'micro' has shape \(192, 192\), which holds at most rank 192"),
+    ("method.target_modules=[q_prj]", r"^method.target_modules=\['q_prj'\] matches no linear "
+                                      r"module.*'q_proj'"),
+])
+def test_a_method_that_does_not_fit_the_model_stops_before_the_load(tmp_path, monkeypatch,
+                                                                    override, match):
+    """Found from the model's config alone (meta device), not after loading its weights."""
+    from geora.training import pipeline
+
+    monkeypatch.setattr(pipeline, "load", lambda run: pytest.fail("loaded the model"))
+    fails_at_start(config(override), tmp_path / "run", ValueError, match)
+    from geora.training.preflight import check_method_fits_model
+    from geora.training.settings import RunSettings
+
+    # the largest rank every target holds (k_proj: 96 x 192) passes; one more does not
+    check_method_fits_model(RunSettings.from_config(config("method.rank=96")))
+    with pytest.raises(ValueError, match=r"method.rank=97: module '.*k_proj'"):
+        check_method_fits_model(RunSettings.from_config(config("method.rank=97")))

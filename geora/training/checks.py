@@ -19,6 +19,7 @@ def check_run_inputs(settings: RunSettings, device: str) -> None:
     is loaded (pipeline.start, `check_reward_columns`)."""
     from geora.evaluation import build_specs
     from geora.rewards import check_code_execution_allowed, get_rewards
+    from geora.training.preflight import check_method_fits_model
     from geora.training.resources import check_resources
 
     s, evaluation = settings, settings.eval
@@ -39,6 +40,7 @@ def check_run_inputs(settings: RunSettings, device: str) -> None:
                 f"one prompt format and evaluated on another; leave eval.apply_chat_template "
                 f"to follow model.prompt_format")
     check_resources(s)   # every missing model / data set named at once
+    check_method_fits_model(s)   # targets and rank against the shapes, from the config alone
     if evaluation.tasks:
         build_specs(evaluation)
     if not s.trains:

@@ -82,3 +82,37 @@ def check_training_prompts(settings: RunSettings, model, tokenizer, data) -> int
                                 getattr(model.config, "max_position_embeddings", None),
                                 int(completion), chat_template_kwargs(thinking),
                                 f"data {settings.data.name!r}")
+
+
+def check_method_fits_model(settings: RunSettings) -> None:
+    """The method's target modules and rank against the model's matrix shapes, read from its
+    config alone (geora.models.meta_model: no weights): a target_modules that matches
+    nothing, or a rank above a target's min(out, in), is named before the load, which for a
+    real model takes minutes. Skipped where the config is not on this machine yet (an
+    uncached hub model: the same check runs when the method is prepared)."""
+    from geora import surgery
+    from geora.methods import DEFAULT_RANK, get_method
+    from geora.models import meta_model
+
+    method = settings.method
+    spec = get_method(method.name)
+    if not settings.trains or spec.kind.name == "full":   # FullFT: every weight, no rank
+        return
+    model = meta_model(settings.model)
+    if model is None:
+        return
+    try:
+        names = surgery.resolve_targets(model, method.target_modules or "all-linear")
+    except ValueError as e:
+        raise ValueError(f"method.{e} (model {settings.model.name!r})") from None
+    if "rank" not in spec.uses:
+        return
+    rank = DEFAULT_RANK if method.rank is None else method.rank
+    for name in names:
+        shape = tuple(model.get_submodule(name).weight.shape)
+        if rank > min(shape):
+            raise ValueError(f"method.rank={rank}: module {name!r} of model "
+                             f"{settings.model.name!r} has shape {shape}, which holds at most "
+                             f"rank {min(shape)}; choose method.rank <= {min(shape)} or "
+                             f"narrow method.target_modules")
+
