@@ -3,8 +3,8 @@
 Hydra validates a composed config against these dataclasses (registered in its ConfigStore by
 geora.config.register; every conf/<group>/*.yaml starts from its group's schema): a key a
 schema lacks or a value of the wrong type fails at composition, naming the key. Building a
-section (`ModelConfig.of(cfg.model)`, or geora.training.settings.RunSettings for a whole run)
-then checks each value's range and meaning, once (`Section.__post_init__`): what the code
+section (`ModelConfig.of(cfg.model)`, or geora.training.settings.RunSettings for a whole
+run) then checks each value's range and meaning, once (`Section.__post_init__`): what the code
 below receives is a valid, typed object, not the raw config.
 
 >>> DataConfig.of({"name": "mine", "source": "local", "local_path": "d.jsonl", "seed": 3}).seed

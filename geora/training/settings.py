@@ -67,7 +67,8 @@ class RunSettings:
         data = DataConfig.of(cfg.data)
         model = ModelConfig.of(cfg.model)
         analysis = AnalysisSettings.of(cfg.get("analysis"))
-        evaluation = EvalSettings.from_config(cfg.eval)   # after the model: it follows its chat mode
+        evaluation = EvalSettings.from_config(cfg.eval)   # after the model: it follows its
+        #                                                   chat mode (eval.enable_thinking)
         logger = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.get("logger") else {}
         return cls(model=model, data=data, method=method, train=train, eval=evaluation,
                    analysis=analysis, seed=int(top["seed"]), device=str(top["device"]),
