@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from geora.training.settings import RunSettings
 import torch
 from hydra import compose, initialize_config_dir
 
 import geora
 from geora.kinds import KINDS
 from geora import rewards
+from geora.training.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:.*is validated against ConfigStore schema")
@@ -57,9 +57,12 @@ def test_only_the_full_kind_needs_fp32_master_weights():
 def test_load_dtype_follows_the_kind(method, dtype):
     from geora.training.pipeline import load_dtype
 
-    assert load_dtype(RunSettings.from_config(config(f"method={method}"))) == dtype
-    assert load_dtype(RunSettings.from_config(config(f"method={method}", "model.dtype=float32"))) == "float32"
-    assert load_dtype(RunSettings.from_config(config("method=base"))) == "bfloat16"   # the Base row: as configured
+    def dtype_of(*overrides):
+        return load_dtype(RunSettings.from_config(config(*overrides)))
+
+    assert dtype_of(f"method={method}") == dtype
+    assert dtype_of(f"method={method}", "model.dtype=float32") == "float32"
+    assert dtype_of("method=base") == "bfloat16"   # the Base row: as configured
 
 
 def test_one_step_at_lr_1e6_changes_a_bf16_configured_fullft_model():
@@ -68,7 +71,8 @@ def test_one_step_at_lr_1e6_changes_a_bf16_configured_fullft_model():
 
     cfg = config("method=fullft")
     assert cfg.model.dtype == "bfloat16" and cfg.train.learning_rate == 1e-6
-    master, _ = load_model(cfg.model, dtype=load_dtype(RunSettings.from_config(cfg)))            # what the pipeline loads
+    # what the pipeline loads
+    master, _ = load_model(cfg.model, dtype=load_dtype(RunSettings.from_config(cfg)))
     plain, _ = load_model(cfg.model)                                    # bf16, as configured
     for model in (master, plain):
         geora.prepare_model(model, "fullft")

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from geora.training.settings import RunSettings
 from hydra import compose, initialize_config_dir
 
 from geora import rewards
 from geora.training.rundir import RunBusyError, RunFolder
 from tests.fault_run import KILLED
+from geora.training.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:.*is validated against ConfigStore schema")
@@ -178,8 +178,11 @@ def test_a_finished_record_survives_a_typo_and_a_late_failure_blocks_nothing(tmp
     # the typo, and a bad value found only once the model is loaded
     with pytest.raises(ValueError, match="unknown evaluation task 'micro_mathh'"):
         pipeline.train(_config("eval.tasks=[micro_mathh]"), run_dir)
-    with pytest.raises(pipeline.RunExistsError, match="finished run"):
+    with pytest.raises(ValueError, match="method.rank=4096: module"):   # found from the config
         pipeline.train(_config("method.rank=4096"), run_dir)
+    late = "model.stop_tokens=['<|nope|>']"   # found only once the tokenizer is loaded
+    with pytest.raises(pipeline.RunExistsError, match="finished run"):
+        pipeline.train(_config(late), run_dir)
     assert (run_dir / "results.json").read_bytes() == record
     assert not (run_dir / "failure.json").exists()
 
@@ -191,8 +194,8 @@ def test_a_finished_record_survives_a_typo_and_a_late_failure_blocks_nothing(tmp
 
     # a bad value found after loading in a new folder is recorded ...
     other = tmp_path / "other"
-    with pytest.raises(ValueError, match="rank=4096"):
-        pipeline.train(_config("method.rank=4096"), other)
+    with pytest.raises(ValueError, match=r"model.stop_tokens: '<\|nope\|>'"):
+        pipeline.train(_config(late), other)
     assert RunFolder(other).state() == "failed" and (other / "config.yaml").is_file()
     # ... and the corrected command runs (no checkpoint: nothing of the failed run to keep)
     res = pipeline.train(_config(), other)
@@ -217,9 +220,10 @@ def test_overwrite_and_resume_clear_what_a_killed_run_left(tmp_path):
     (run.checkpoints / "checkpoint-2").mkdir(parents=True)          # killed while saving
     (run.checkpoints / "checkpoint-2" / "optimizer.pt").write_bytes(b"half")
     assert len(run.stale_temporaries()) == 4
-    from geora.training.pipeline import prepare_run_dir
+    from geora.training.claim import prepare_run_dir
 
-    assert prepare_run_dir(RunSettings.from_config(_config()), run) is None                  # resumes: nothing to resume
+    # resumes: nothing to resume
+    assert prepare_run_dir(RunSettings.from_config(_config()), run) is None
     assert run.stale_temporaries() == [] and run.config.is_file()
     (run.path / ".export.tmp-1").mkdir()
     run.clear()                                                     # train.overwrite=true

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from geora.training.settings import RunSettings
 import torch
 
 import geora
 from tests.conftest import build_tiny_qwen3
+from geora.training.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = ["model.random_init=true", "model.bundled=null", "model.arch.hidden_size=64",
@@ -93,7 +93,7 @@ def test_sigkill_then_resume_then_refuse(tmp_path):
 def test_unfinished_run_with_another_config_is_refused(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from geora.training.pipeline import prepare_run_dir
+    from geora.training.claim import prepare_run_dir
     from geora.fileio import atomic_write_json
     from geora.training.rundir import RunExistsError, run_state
 
@@ -103,14 +103,41 @@ def test_unfinished_run_with_another_config_is_refused(tmp_path):
         same_but_free = compose("config", overrides=["train.max_steps=5", "device=auto"])
         fresh = compose("config", overrides=["train.max_steps=5", "method.learning_rate=1e-3",
                                              "train.overwrite=true"])
-    assert prepare_run_dir(RunSettings.from_config(cfg), tmp_path) is None and run_state(tmp_path) == "partial"
+    cfg, other, same_but_free, fresh = map(RunSettings.from_config,
+                                           (cfg, other, same_but_free, fresh))
+    assert prepare_run_dir(cfg, tmp_path) is None and run_state(tmp_path) == "partial"
     checkpoint = tmp_path / "checkpoints" / "checkpoint-2"   # something to resume
     checkpoint.mkdir(parents=True)
     atomic_write_json(checkpoint / "trainer_state.json", {"global_step": 2})
     with pytest.raises(RunExistsError, match=r"another config \(method.learning_rate: 0.0005 -> 0.001"):
-        prepare_run_dir(RunSettings.from_config(other), tmp_path)
-    assert prepare_run_dir(RunSettings.from_config(same_but_free), tmp_path) == str(checkpoint)  # device is free to change
+        prepare_run_dir(other, tmp_path)
+    assert prepare_run_dir(same_but_free, tmp_path) == str(checkpoint)  # device may change
     atomic_write_json(tmp_path / "results.json", {"status": "finished"})
     with pytest.raises(RunExistsError, match="finished run"):
-        prepare_run_dir(RunSettings.from_config(cfg), tmp_path)
-    assert prepare_run_dir(RunSettings.from_config(fresh), tmp_path) is None and not (tmp_path / "results.json").exists()
+        prepare_run_dir(cfg, tmp_path)
+    assert prepare_run_dir(fresh, tmp_path) is None and not (tmp_path / "results.json").exists()
+
+
+def test_a_run_started_before_a_schema_gained_a_key_still_resumes(tmp_path):
+    """config.yaml written before model.stop_tokens / data.task existed: those keys read as
+    their schema defaults, so the same command resumes instead of being refused."""
+    from omegaconf import OmegaConf
+
+    from geora.fileio import atomic_write_json
+    from geora.training.claim import prepare_run_dir
+    from geora.training.rundir import RunExistsError, RunFolder
+    from tests.conftest import compose_run
+
+    settings = RunSettings.from_config(compose_run("train.max_steps=5"))
+    assert prepare_run_dir(settings, tmp_path) is None
+    checkpoint = tmp_path / "checkpoints" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    atomic_write_json(checkpoint / "trainer_state.json", {"global_step": 2})
+    old = OmegaConf.load(tmp_path / RunFolder.CONFIG)
+    del old.model["stop_tokens"], old.data["task"]
+    OmegaConf.save(old, tmp_path / RunFolder.CONFIG)
+    assert prepare_run_dir(settings, tmp_path) == str(checkpoint)
+    old.model["stop_tokens"] = ["<|im_end|>"]          # a real difference is still refused
+    OmegaConf.save(old, tmp_path / RunFolder.CONFIG)
+    with pytest.raises(RunExistsError, match=r"model.stop_tokens: \['<\|im_end\|>'\] -> \[\]"):
+        prepare_run_dir(settings, tmp_path)

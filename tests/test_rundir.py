@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from geora.training.settings import RunSettings
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -20,6 +19,7 @@ from analysis.tables import collect_runs, summary_table
 from geora.evaluation.harness import SUMMARY_FILE
 from geora import rewards
 from geora.training.rundir import AFTER, BEFORE, RunFolder
+from geora.training.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:.*is validated against ConfigStore schema")
@@ -123,7 +123,7 @@ def test_folders_in_the_earlier_layout_still_read_and_clear(tmp_path):
 
 
 def test_prepare_run_dir_clears_a_finished_run_entirely_on_overwrite(tmp_path):
-    from geora.training.pipeline import prepare_run_dir
+    from geora.training.claim import prepare_run_dir
 
     path = _legacy_run(tmp_path)
     cfg = _compose("config", ["train.overwrite=true"])

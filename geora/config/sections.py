@@ -20,7 +20,7 @@ ValueError: unknown model setting dtpye (model 'm'); the model settings are: arc
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING as MISSING_FIELD, dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, ClassVar, Dict, List, Mapping, Optional
 
@@ -90,6 +90,17 @@ class Section:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def schema_defaults(schema) -> dict[str, Any]:
+    """A schema's default values (the fields that have one), e.g. to read a config written
+    before a field was added as having it at its default."""
+    out = {}
+    for f in fields(schema):
+        value = f.default_factory() if f.default_factory is not MISSING_FIELD else f.default
+        if value is not MISSING_FIELD and value != MISSING:
+            out[f.name] = value
+    return out
 
 
 @dataclass

@@ -25,7 +25,16 @@ RESUME_FREE_KEYS = ("train.overwrite", "train.resume", "device", "logger", "anal
 
 
 def _comparable(cfg: DictConfig) -> dict:
+    """The config as compared for a resume: resolved, RESUME_FREE_KEYS dropped, and a key a
+    group's schema gained since the run started read as its default (so a run started
+    before an upgrade of the schema still resumes)."""
+    from geora.config import SCHEMAS
+    from geora.config.sections import schema_defaults
+
     c = OmegaConf.to_container(cfg, resolve=True)
+    for group, schema in SCHEMAS.items():
+        if isinstance(c.get(group), dict):
+            c[group] = {**schema_defaults(schema), **c[group]}
     for key in RESUME_FREE_KEYS:
         head, _, leaf = key.rpartition(".")
         node = c.get(head, {}) if head else c
