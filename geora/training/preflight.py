@@ -95,8 +95,10 @@ def check_method_fits_model(settings: RunSettings) -> None:
     from geora.models import meta_model
 
     method = settings.method
+    if not settings.trains:   # the `base` job prepares nothing
+        return
     spec = get_method(method.name)
-    if not settings.trains or spec.kind.name == "full":   # FullFT: every weight, no rank
+    if spec.kind.name == "full":   # FullFT: every weight, no rank
         return
     model = meta_model(settings.model)
     if model is None:
