@@ -222,6 +222,8 @@ class TrainConfig(Section):
     PROJECT_KEYS: ClassVar[tuple] = (
         "name", "device", "prompts_per_step", "rewards", "allow_code_execution", "track_every",
         "fused_lora", "merged_rollouts", "check_frozen", "resume", "overwrite")
+    # GRPOConfig fields no recipe names (`of` sets them on the instance; a ClassVar, so
+    # that the schema Hydra composes against has no such key)
     grpo_extra: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     name: str = MISSING
     device: str = MISSING
@@ -266,7 +268,7 @@ class TrainConfig(Section):
 
     @staticmethod
     def grpo_fields() -> set[str]:
-        """trl.GRPOConfig's field names (TRL is imported only when a train section is built)."""
+        """trl.GRPOConfig's field names (TRL imported here, not when the module loads)."""
         import dataclasses
 
         from trl import GRPOConfig
