@@ -36,7 +36,7 @@ from typing import Iterable
 
 import torch
 
-from geora.geometry.summary import layer_index, module_type
+from geora.geometry.summary import group_records, layer_index, mean_present, module_type
 
 # The initial subspaces compared: every method with initial factors, plus a random pair.
 # LoRA starts at B0 = 0, so only the row span of its A0 is defined (its reach = right).
@@ -207,11 +207,6 @@ def _weighted(records: list[dict], pick) -> float | None:
     return sum(e * v for e, v in pairs) / energy if energy > 0 else None
 
 
-def _mean(values) -> float | None:
-    vals = [v for v in values if v is not None]
-    return sum(vals) / len(vals) if vals else None
-
-
 def aggregate(records: list[dict]) -> dict:
     """Shares pooled over matrices by update energy; rank90 as a plain mean."""
     subs = list(records[0]["capture"]) if records else []
@@ -219,7 +214,7 @@ def aggregate(records: list[dict]) -> dict:
            "concentration": {}, "capture": {}, "chance": {}}
     for key in ("concentration", "concentration_gaussian"):
         agg[key] = {"top_r_share": _weighted(records, lambda r: r[key]["top_r_share"]),
-                    "rank90": _mean(r[key]["rank90"] for r in records)}
+                    "rank90": mean_present(r[key]["rank90"] for r in records)}
     for sub in subs:
         for part in ("capture", "chance"):
             agg[part][sub] = {side: _weighted(records, lambda r: r[part][sub][side])
@@ -248,12 +243,7 @@ def premise_summary(updates: Iterable[tuple], *, r: int = 16, rho: float = 0.2, 
         records.append(premise_matrix(name, dw, subs, r, exact_max_dim=exact_max_dim, seed=seed))
     if not records:
         raise ValueError("no weight updates for the premise (the iterable was empty)")
-    by_type: dict[str, list] = {}
-    by_layer: dict[int, list] = {}
-    for rec in records:
-        by_type.setdefault(rec["type"], []).append(rec)
-        if rec["layer"] is not None:
-            by_layer.setdefault(rec["layer"], []).append(rec)
+    by_type, by_layer = group_records(records)
     out = {"r": r, "rho": rho, "seed": seed, "share_of": SHARE_OF, "subspaces": list(names),
            "n_matrices": len(records), "overall": aggregate(records),
            "by_type": {t: aggregate(v) for t, v in by_type.items()},

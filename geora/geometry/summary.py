@@ -188,9 +188,22 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den > 0 else None
 
 
-def _mean(values) -> float | None:
+def mean_present(values) -> float | None:
+    """The mean of the values that are not None (None when there are none)."""
     vals = [v for v in values if v is not None]
     return sum(vals) / len(vals) if vals else None
+
+
+def group_records(records: list[dict]) -> tuple[dict[str, list], dict[int, list]]:
+    """Per-matrix records grouped by module type and by layer index (a record without a
+    layer, e.g. lm_head, only in the former), each group in the records' order."""
+    by_type: dict[str, list] = {}
+    by_layer: dict[int, list] = {}
+    for rec in records:
+        by_type.setdefault(rec["type"], []).append(rec)
+        if rec["layer"] is not None:
+            by_layer.setdefault(rec["layer"], []).append(rec)
+    return by_type, by_layer
 
 
 def aggregate(records: list[dict]) -> dict:
@@ -205,8 +218,8 @@ def aggregate(records: list[dict]) -> dict:
     agg = {"n_matrices": len(records), "n_params": n, "update_energy": energy,
            "s_head": {x: weighted("s_head", x) for x in metrics.S_HEAD_READINGS},
            "s_head_chance": {x: weighted("s_head_chance", x) for x in metrics.S_HEAD_READINGS},
-           "nss": {s: _mean(r["nss"][s] for r in records) for s in metrics.NSS_SCOPES},
-           "head_cos_mean": _mean(r["head_cos_mean"] for r in records),
+           "nss": {s: mean_present(r["nss"][s] for r in records) for s in metrics.NSS_SCOPES},
+           "head_cos_mean": mean_present(r["head_cos_mean"] for r in records),
            "unchanged_frac": sum(r["count_unchanged"] for r in records) / n,
            "zero_frac": sum(r["count_zero"] for r in records) / n}
     masked = [r for r in records if "masks" in r]
@@ -261,12 +274,7 @@ def summarise_updates(updates: Iterable[tuple], *, k: int = 16, svd: str = "auto
     if not records:
         raise ValueError("no weight updates to analyse (the iterable was empty)")
     recs = list(records.values())
-    by_type: dict[str, list] = {}
-    by_layer: dict[int, list] = {}
-    for r in recs:
-        by_type.setdefault(r["type"], []).append(r)
-        if r["layer"] is not None:
-            by_layer.setdefault(r["layer"], []).append(r)
+    by_type, by_layer = group_records(recs)
     out = {"schema": SCHEMA_VERSION, "k": k, "default_reading": metrics.DEFAULT_READING,
            "readings": list(metrics.S_HEAD_READINGS),
            "settings": {"svd": svd, "exact_max_dim": exact_max_dim,
