@@ -93,7 +93,7 @@ def test_fullft_keeps_its_initial_weights_only_for_the_analysis(tmp_path):
     for off in ("analysis.keep_initial=false", "analysis.enabled=false"):
         cfg = config("method=fullft", "method.rank=null", off, "analysis.track_every=null")
         assert not keeps_initial(RunSettings.from_config(cfg))
-        run = Run(RunSettings.from_config(cfg), RunFolder(tmp_path), "cpu")
+        run = Run(RunSettings.from_config(cfg), RunFolder(tmp_path))
         analyse(run, {})          # run.model is None: neither case may touch it
         records[off] = run.analysis
     assert "keep_initial=false" in records["analysis.keep_initial=false"]["skipped"]

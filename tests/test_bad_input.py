@@ -195,7 +195,7 @@ def test_a_real_export_bug_is_not_recorded_as_no_lora_form(tmp_path, monkeypatch
     def run_of(method):
         model = geora.prepare_model(build_tiny_qwen3(), method, rank=4) if method != "fullft" \
             else geora.prepare_model(build_tiny_qwen3(), method)
-        return Run(None, RunFolder(tmp_path / method), "cpu", model=model)   # save reads no settings
+        return Run(None, RunFolder(tmp_path / method), model=model)   # save reads no settings
 
     run = run_of("fullft")
     save(run)

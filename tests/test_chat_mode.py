@@ -168,14 +168,13 @@ def test_evaluation_reads_completions_as_the_rewards_do():
 
 
 def test_a_second_chat_mode_or_a_loglikelihood_task_in_thinking_mode_stops_at_start():
-    from geora.models import resolve_device
     from geora.training.checks import check_run_inputs
     from geora.training.settings import RunSettings
 
     cfg = config(False, "eval.enable_thinking=true", "eval.tasks=[math500]",
                  f"eval.data_dir={EVAL_FIXTURES}")
     with pytest.raises(ValueError, match=r"eval.enable_thinking=True but model.enable_thinking=False"):
-        check_run_inputs(RunSettings.from_config(cfg), resolve_device("cpu"))
+        check_run_inputs(RunSettings.from_config(cfg))
     cfg = config(True, "eval.tasks=[mmlu]", f"eval.data_dir={EVAL_FIXTURES}")
     with pytest.raises(ValueError, match=r"eval.tasks has mmlu, scored by log-likelihood.*thinking"):
         RunSettings.from_config(cfg)

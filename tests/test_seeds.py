@@ -23,8 +23,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*is validated against ConfigSto
 def prepared(method: str, seed: int, *extra: str):
     """The tiny model prepared as pipeline.prepare does it for `seed` (same weights W)."""
     cfg = make(f"method={method}", f"seed={seed}", "method.rank=4", *extra)
-    run = pipeline.Run(RunSettings.from_config(cfg), folder=None, device="cpu",
-                       model=build_tiny_qwen3(seed=0))
+    run = pipeline.Run(RunSettings.from_config(cfg), folder=None, model=build_tiny_qwen3(seed=0))
     pipeline.prepare(run)
     return run.model
 

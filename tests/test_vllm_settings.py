@@ -43,11 +43,11 @@ def test_run_refuses_use_vllm_before_loading_anything(monkeypatch, tmp_path):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=TINY + ["train.use_vllm=true"])
     with pytest.raises(RuntimeError, match="make install-vllm"):
-        check_run_inputs(RunSettings.from_config(cfg), "cpu")
+        check_run_inputs(RunSettings.from_config(cfg))
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=TINY + ["train.use_vllm=true", "train.vllm_mode=server"])
     with pytest.raises(ValueError, match="train.vllm_mode=server on device=cpu"):
-        check_run_inputs(RunSettings.from_config(cfg), "cpu")
+        check_run_inputs(RunSettings.from_config(cfg))
 
 
 def test_lora_slot_rank_rounds_up_to_vllms_ranks_and_refuses_above_them():

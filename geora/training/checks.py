@@ -10,7 +10,7 @@ from geora.config.sections import TrainConfig
 from geora.training.settings import RunSettings
 
 
-def check_run_inputs(settings: RunSettings, device: str) -> None:
+def check_run_inputs(settings: RunSettings) -> None:
     """What a run needs, checked before anything is written or loaded, each failure one line
     naming the setting: one chat mode (eval.enable_thinking = model.enable_thinking), the
     evaluation's tasks (code execution allowed, local files present, hub data cached or the
@@ -22,7 +22,7 @@ def check_run_inputs(settings: RunSettings, device: str) -> None:
     from geora.training.preflight import check_method_fits_model
     from geora.training.resources import check_resources
 
-    s, evaluation = settings, settings.eval
+    s, evaluation, device = settings, settings.eval, settings.device
     if not s.trains and not evaluation.tasks:
         raise ValueError(f"method={s.method.name} only evaluates the untrained model, but "
                          f"eval={evaluation.name} has no tasks; choose an eval config")

@@ -18,8 +18,9 @@ replaced by a failure.
 `run.py` wraps this in @hydra.main; tests call it directly with a composed config. The run
 folder (rundir.RunFolder) is the only code that knows the layout; what its state allows
 (new, resume, refuse) is geora.training.claim's. A resume ends at exactly max_steps, from
-any checkpoint (geora.training.resume). Residual methods are re-prepared from the seed before a checkpoint is loaded, so W_res
-(which no checkpoint stores) is the same bits as before.
+any checkpoint (geora.training.resume). Residual methods are re-prepared from the seed
+before a checkpoint is loaded, so W_res (which no checkpoint stores) is the same bits as
+before.
 """
 from __future__ import annotations
 
@@ -71,7 +72,6 @@ class Run:
     make."""
     settings: RunSettings
     folder: RunFolder
-    device: str
     started: float = field(default_factory=time.time)
     git: dict = field(default_factory=git_info)   # commit and dirty flag at the start
     resume_from: str | None = None
@@ -84,6 +84,10 @@ class Run:
     eval_after: dict = field(default_factory=dict)
     export: str = "export"
     analysis: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> str:
+        return self.settings.device
 
 
 # ------------------------------------------------------------------------------ steps
@@ -104,14 +108,9 @@ def load_train_data(settings: RunSettings):
 def check(cfg: DictConfig) -> RunSettings:
     """The config checked into RunSettings (each section's values), then what the run needs
     (checks.check_run_inputs: the rules across sections, the model's and the data's
-    sources); reads nothing of the run folder. `device` comes back resolved."""
-    from dataclasses import replace
-
-    from geora.models import resolve_device
-
+    sources); reads nothing of the run folder."""
     settings = RunSettings.from_config(cfg)
-    settings = replace(settings, device=resolve_device(settings.device))
-    check_run_inputs(settings, settings.device)
+    check_run_inputs(settings)
     return settings
 
 
@@ -122,7 +121,6 @@ def start(settings: RunSettings, run_dir: str | Path | RunFolder,
     from geora.training.preflight import warn_many_epochs
 
     folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
-    device = settings.device
     refuse_finished(settings.train, folder)   # before the data is read for nothing
     train_data = load_train_data(settings) if settings.trains else None
     if train_data is not None:
@@ -137,10 +135,10 @@ def start(settings: RunSettings, run_dir: str | Path | RunFolder,
         resume_from = prepare_run_dir(settings, folder)
         if overrides is not None:
             folder.write_overrides(overrides)
-    wait_for_everyone(cpu=device == "cpu")
+    wait_for_everyone(cpu=settings.device == "cpu")
     if not is_main_process():
         resume_from = folder.last_checkpoint()
-    run = Run(settings, folder, device, resume_from=resume_from, train_data=train_data,
+    run = Run(settings, folder, resume_from=resume_from, train_data=train_data,
               **({"git": git} if git is not None else {}))
     logger = settings.logger
     if logger.get("mode"):

@@ -39,7 +39,7 @@ class RunSettings:
     eval: EvalSettings
     analysis: AnalysisSettings
     seed: int = 0
-    device: str = "auto"         # as configured; pipeline.check resolves it
+    device: str = "cpu"          # resolved (models.resolve_device): cpu, cuda, cuda:<i>, ...
     cpu_threads: int | str | None = "auto"
     eval_before: bool = True
     logger: dict = field(default_factory=dict)
@@ -55,7 +55,10 @@ class RunSettings:
     def from_config(cls, cfg: DictConfig) -> "RunSettings":
         """Every section checked, in the order a user reads the errors best (method before
         train: train.learning_rate interpolates method.learning_rate); ValueError naming the
-        first bad key. Loads nothing."""
+        first bad key. Loads nothing; `device` comes back resolved ("auto": cuda if torch
+        sees one, else cpu)."""
+        from geora.models import resolve_device
+
         top = {key: OmegaConf.select(cfg, key) for key in
                ("seed", "device", "cpu_threads", "eval_before")}
         check_value("seed", top["seed"], INT_NON_NEGATIVE)
@@ -71,6 +74,7 @@ class RunSettings:
         #                                                   chat mode (eval.enable_thinking)
         logger = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.get("logger") else {}
         return cls(model=model, data=data, method=method, train=train, eval=evaluation,
-                   analysis=analysis, seed=int(top["seed"]), device=str(top["device"]),
+                   analysis=analysis, seed=int(top["seed"]),
+                   device=resolve_device(str(top["device"])),
                    cpu_threads=top["cpu_threads"], eval_before=bool(top["eval_before"]),
                    logger=logger, config=cfg)
