@@ -93,12 +93,15 @@ class Section:
 
 
 def schema_defaults(schema) -> dict[str, Any]:
-    """A schema's default values (the fields that have one), e.g. to read a config written
-    before a field was added as having it at its default."""
+    """A schema's default values (the fields that have a literal one: no MISSING, no
+    interpolation such as EvalConfig's `${oc.select:model.prompt_format,chat}`, which only
+    resolves inside a whole config), e.g. to read a config written before a field was added
+    as having it at its default."""
     out = {}
     for f in fields(schema):
         value = f.default_factory() if f.default_factory is not MISSING_FIELD else f.default
-        if value is not MISSING_FIELD and value != MISSING:
+        literal = not (isinstance(value, str) and value.startswith("${"))
+        if value is not MISSING_FIELD and value != MISSING and literal:
             out[f.name] = value
     return out
 
