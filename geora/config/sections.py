@@ -31,6 +31,7 @@ from geora.config.rules import (BOOLEAN, FRACTION, INT_NON_NEGATIVE, INT_POSITIV
 
 CHECKPOINTS = ("base", "post")   # conf/checkpoint/: pretrained, post-trained
 RESUME_MODES = ("auto", "never")
+VLLM_MODES = ("colocate", "server")   # TRL's: vLLM in the training process, or a server
 SVD_CHOICES = ("auto", "exact", "randomized")
 # Which runs get the mask overlaps: "auto" the methods with a mask fraction (rho: the GeoRA
 # family, SparseFT); "all" every method, at its rank and rho or the paper's r = 16,
@@ -262,7 +263,7 @@ class TrainConfig(Section):
     fused_lora: bool = MISSING
     merged_rollouts: bool = MISSING
     use_vllm: bool = MISSING
-    vllm_mode: str = setting(MISSING, OneOf(("colocate", "server")))
+    vllm_mode: str = setting(MISSING, OneOf(VLLM_MODES))
     bf16: bool = MISSING
     gradient_checkpointing: bool = MISSING
     check_frozen: bool = MISSING
