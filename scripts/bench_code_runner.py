@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from geora import sandbox  # noqa: E402
+from geora.fileio import atomic_write_json  # noqa: E402
 from geora.execution import Limits, execute_many  # noqa: E402
 
 MBPP = ("def max_of_three(a, b, c):\n    return max(a, b, c)\n",
@@ -135,8 +136,7 @@ def main() -> None:
     }
     print(json.dumps(record, indent=1))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
+        atomic_write_json(args.json, record)
 
 
 if __name__ == "__main__":
