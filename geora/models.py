@@ -97,19 +97,30 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
         return False
 
 
-def resolve_hub_snapshot(repo_id: str, *, repo_type: str = "model", override_key: str,
-                         revision: str | None = None) -> str:
-    """Local directory of `repo_id`: the HF cache if it holds it, else a download if the hub
-    is reachable, else HubUnavailableError naming the id and the config key to override."""
+def cached_snapshot(repo_id: str, *, repo_type: str = "model",
+                    revision: str | None = None) -> str | None:
+    """The local Hugging Face cache's folder of `repo_id`, or None where it is not cached
+    (or cached incompletely). Never touches the network."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
         return snapshot_download(repo_id, repo_type=repo_type, revision=revision,
                                  local_files_only=True)
-    except LocalEntryNotFoundError:  # not cached (or cached incompletely): try the network
-        pass
-    if not hub_reachable():
+    except LocalEntryNotFoundError:
+        return None
+
+
+def resolve_hub_snapshot(repo_id: str, *, repo_type: str = "model", override_key: str,
+                         revision: str | None = None) -> str:
+    """Local directory of `repo_id`: the HF cache if it holds it, else a download if the hub
+    is reachable, else HubUnavailableError naming the id and the config key to override."""
+    from huggingface_hub import snapshot_download
+
+    cached = cached_snapshot(repo_id, repo_type=repo_type, revision=revision)
+    if cached is not None:
+        return cached
+    if not hub_reachable():   # not cached: the network, if it answers
         raise HubUnavailableError(
             f"{repo_type} {repo_id!r} is not in the local Hugging Face cache and the hub "
             f"cannot be reached from this machine. Download it elsewhere and point "
@@ -157,13 +168,8 @@ def meta_model(cfg: ModelConfig | Mapping[str, Any]):
         if cfg.local_path or cfg.bundled:
             model_dir = resolve_model_dir(cfg)
         else:
-            from huggingface_hub import snapshot_download
-            from huggingface_hub.errors import LocalEntryNotFoundError
-
-            try:
-                model_dir = snapshot_download(str(cfg.hub_id), revision=cfg.revision,
-                                              local_files_only=True)
-            except LocalEntryNotFoundError:
+            model_dir = cached_snapshot(str(cfg.hub_id), revision=cfg.revision)
+            if model_dir is None:
                 return None
         config = AutoConfig.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code)
     with torch.device("meta"):

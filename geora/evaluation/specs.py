@@ -95,17 +95,11 @@ def _subtask_values(path: Path, column: str) -> list[str]:
 def check_hub_dataset(info: TaskInfo) -> bool:
     """True if the hub data set is cached (go offline), False if the hub is reachable;
     else DatasetUnavailableError naming the id and the eval.data_dir override."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from geora.models import cached_snapshot, hub_reachable
 
-    from geora.models import hub_reachable
-
-    try:
-        snapshot_download(info.hub_id, repo_type="dataset", local_files_only=True)
+    if cached_snapshot(info.hub_id, repo_type="dataset") is not None:
         return True
-    except LocalEntryNotFoundError:  # not cached (or cached incompletely): is the hub there?
-        pass
-    if hub_reachable():
+    if hub_reachable():   # not cached (or cached incompletely): is the hub there?
         return False
     files = ", ".join(info.local_files.values())
     raise DatasetUnavailableError(

@@ -5,19 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from geora.models import HubUnavailableError, hub_reachable
+from geora.models import HubUnavailableError, cached_snapshot, hub_reachable
 from geora.training.settings import RunSettings
-
-
-def _cached(repo_id: str, repo_type: str) -> bool:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        snapshot_download(repo_id, repo_type=repo_type, local_files_only=True)
-        return True
-    except LocalEntryNotFoundError:
-        return False
 
 
 def hub_needs(settings: RunSettings) -> list[tuple[str, str, str, str]]:
@@ -70,7 +59,7 @@ def check_resources(settings: RunSettings) -> None:
     """HubUnavailableError listing every resource the run cannot reach, or nothing. The hub
     is asked once, and only when something is neither local nor cached."""
     problems = local_path_problems(settings)
-    uncached = [n for n in hub_needs(settings) if not _cached(n[1], n[2])]
+    uncached = [n for n in hub_needs(settings) if cached_snapshot(n[1], repo_type=n[2]) is None]
     if uncached and not hub_reachable():
         problems += [f"{what}: {repo_type} {repo_id!r} is not in the local Hugging Face cache; "
                      f"pass {override}" for what, repo_id, repo_type, override in uncached]
