@@ -76,3 +76,16 @@ def test_plus_adds_a_grpoconfig_field_but_not_a_typo():
 def test_a_train_key_typo_is_named_before_anything_runs():
     with pytest.raises(ValueError, match=r"^train\.lernig_rate: neither"):
         RunSettings.from_config(make("++train.lernig_rate=1e-4"))
+
+
+def test_bf16_on_the_cpu_is_refused_at_start_and_by_grpo_config():
+    """One rule (grpo.check_device_settings), run before anything loads and again where a
+    trainer is built directly."""
+    from geora.training.checks import check_run_inputs
+
+    settings = RunSettings.from_config(make("train.bf16=true"))   # train=micro: device cpu
+    message = r"^train.bf16=true on device=cpu: TRL's bf16 path fails on the cpu"
+    with pytest.raises(ValueError, match=message):
+        check_run_inputs(settings)
+    with pytest.raises(ValueError, match=message):
+        grpo_config(settings.train, output_dir="unused", seed=0, device="cpu", report_to=[])

@@ -22,7 +22,7 @@ def check_run_inputs(settings: RunSettings) -> None:
     from geora.training.preflight import check_method_fits_model
     from geora.training.resources import check_resources
 
-    s, evaluation, device = settings, settings.eval, settings.device
+    s, evaluation = settings, settings.eval
     if not s.trains and not evaluation.tasks:
         raise ValueError(f"method={s.method.name} only evaluates the untrained model, but "
                          f"eval={evaluation.name} has no tasks; choose an eval config")
@@ -45,8 +45,8 @@ def check_run_inputs(settings: RunSettings) -> None:
         build_specs(evaluation)
     if not s.trains:
         return
+    from geora.training.grpo import check_device_settings
     from geora.training.weight_analysis import needs_initial_weights
-    from geora.vllm_backend import check_vllm_settings
 
     if s.analysis.track_every is not None and not s.analysis.keep_initial \
             and needs_initial_weights(s.method.name):
@@ -54,14 +54,10 @@ def check_run_inputs(settings: RunSettings) -> None:
                          f"{s.method.name}: needs analysis.keep_initial=true (W0 is what dW "
                          f"is read against)")
 
-    # vLLM missing, server mode on a CPU
-    check_vllm_settings(s.train.use_vllm, s.train.vllm_mode, device)
+    check_device_settings(s.train, s.device)   # vLLM missing or in server mode on a CPU; bf16
     names = list(s.train.rewards)
     get_rewards(names)   # unknown names fail here, naming the registry
     check_code_execution_allowed(names, s.train.allow_code_execution)
-    if device == "cpu" and s.train.bf16:
-        raise ValueError("train.bf16=true on device=cpu: TRL's bf16 path fails on the cpu; "
-                         "set train.bf16=false (or run on a GPU)")
 
 
 # Config nodes that take free-form keys, set with `+key=value` (geora.prepare_model options).

@@ -39,6 +39,18 @@ def per_device_batch(train: TrainConfig, world_size: int) -> int:
     return completions // split
 
 
+def check_device_settings(train: TrainConfig, device: str) -> None:
+    """What the train section asks of the device, one line each: vLLM (installed; server
+    mode not on a CPU) and bf16 only on a GPU. Run at start (checks.check_run_inputs) and
+    again by grpo_config, for callers that build a trainer directly."""
+    from geora.vllm_backend import check_vllm_settings
+
+    check_vllm_settings(train.use_vllm, train.vllm_mode, device)
+    if str(device) == "cpu" and train.bf16:
+        raise ValueError("train.bf16=true on device=cpu: TRL's bf16 path fails on the cpu; "
+                         "set train.bf16=false (or run on a GPU)")
+
+
 def grpo_config(train: TrainConfig | Mapping[str, Any], *, output_dir: str, seed: int,
                 device: str, report_to: list[str], world_size: int = 1,
                 enable_thinking: bool | None = None):
@@ -54,13 +66,10 @@ def grpo_config(train: TrainConfig | Mapping[str, Any], *, output_dir: str, seed
     from trl import GRPOConfig
 
     from geora.models import chat_template_kwargs, for_chat_mode
-    from geora.vllm_backend import check_vllm_settings
 
     train = TrainConfig.of(train)
-    check_vllm_settings(train.use_vllm, train.vllm_mode, device)
+    check_device_settings(train, device)
     on_cpu = str(device) == "cpu"
-    if on_cpu and train.bf16:
-        raise ValueError("train.bf16=true on device=cpu: TRL's bf16 path fails on CPU; set train.bf16=false")
     derived = dict(
         output_dir=output_dir, seed=seed, data_seed=seed,
         per_device_train_batch_size=per_device_batch(train, world_size),
