@@ -283,6 +283,8 @@ class TrainConfig(Section):
     def _extra_keys(cls, unknown: dict, name: Any) -> dict:
         """Keys no recipe names must be trl.GRPOConfig fields (`+train.shuffle_dataset=false`),
         kept in grpo_extra; any other is refused, naming it."""
+        if not unknown:   # (the common case: no TRL import needed)
+            return {}
         bad = sorted(set(unknown) - cls.grpo_fields())
         if bad:
             raise ValueError(f"train.{bad[0]}: neither a trl.GRPOConfig field nor one of this "
