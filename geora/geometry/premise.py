@@ -198,13 +198,13 @@ def premise_matrix(name: str, dw: torch.Tensor, subspaces: dict, r: int = 16, *,
     return rec
 
 
-def _weighted(records: list[dict], pick) -> float | None:
-    """Energy-weighted mean of pick(record) (None values and zero updates left out): the
-    pooled share of the group's ||dW||^2, as the weight analysis aggregates S_Head."""
-    pairs = [(r["update_energy"], pick(r)) for r in records]
+def energy_weighted(records: list[dict], pick, energy: str = "update_energy") -> float | None:
+    """Mean of pick(record) weighted by record[energy] (None values and zero updates left
+    out): the pooled share of the group's ||dW||^2, as the weight analysis aggregates S_Head."""
+    pairs = [(r[energy], pick(r)) for r in records]
     pairs = [(e, v) for e, v in pairs if v is not None and e > 0]
-    energy = sum(e for e, _ in pairs)
-    return sum(e * v for e, v in pairs) / energy if energy > 0 else None
+    total = sum(e for e, _ in pairs)
+    return sum(e * v for e, v in pairs) / total if total > 0 else None
 
 
 def aggregate(records: list[dict]) -> dict:
@@ -213,11 +213,11 @@ def aggregate(records: list[dict]) -> dict:
     agg = {"n_matrices": len(records), "update_energy": sum(r["update_energy"] for r in records),
            "concentration": {}, "capture": {}, "chance": {}}
     for key in ("concentration", "concentration_gaussian"):
-        agg[key] = {"top_r_share": _weighted(records, lambda r: r[key]["top_r_share"]),
+        agg[key] = {"top_r_share": energy_weighted(records, lambda r: r[key]["top_r_share"]),
                     "rank90": mean_present(r[key]["rank90"] for r in records)}
     for sub in subs:
         for part in ("capture", "chance"):
-            agg[part][sub] = {side: _weighted(records, lambda r: r[part][sub][side])
+            agg[part][sub] = {side: energy_weighted(records, lambda r: r[part][sub][side])
                               for side in SIDES}
     return agg
 

@@ -33,6 +33,7 @@ import torch
 from transformers import TrainerCallback
 
 from geora.config.sections import AnalysisSettings
+from geora.geometry.premise import energy_weighted
 
 def _head(w0: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """W0's top-k singular vectors U_k (out, k), V_k (in, k): exact up to 1024 on the short
@@ -136,10 +137,7 @@ class GeometryCallback(TrainerCallback):
 
 
 def _weighted(rows: list[dict], pick) -> float | None:
-    pairs = [(r["energy"], pick(r)) for r in rows]
-    pairs = [(e, v) for e, v in pairs if v is not None and e > 0]
-    total = sum(e for e, _ in pairs)
-    return sum(e * v for e, v in pairs) / total if total > 0 else None
+    return energy_weighted(rows, pick, energy="energy")
 
 
 def _pool(rows: list[dict]) -> dict:
